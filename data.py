@@ -1,0 +1,321 @@
+"""Datasets, the study's splits, and batched augmentation on the training device.
+
+Every dataset is held as a uint8 tensor at its stored resolution (CIFAR-10:
+50,000 x 3 x 32 x 32, 150 MB) on the device that trains. Each batch is
+gathered, flipped, resized to --image-size and normalised there in one batched
+step, with the statistics of the study's per-image torchvision transforms:
+
+    train: Resize(227) -> RandomHorizontalFlip(p=0.7) -> ToTensor -> Normalize(ImageNet)
+    eval:  Resize(227) -> ToTensor -> Normalize(ImageNet)
+
+Nothing here touches the disk or the network at import time.
+"""
+import gzip
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
+REGIMES = ("subset", "full")
+SPLIT_SEED = 42  # the study's seed for its fixed fifth of the training set
+FLIP_P = 0.7
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+class DataError(Exception):
+    """A dataset is missing or corrupt; the message is one sentence for the user."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_images: torch.Tensor  # uint8, N x C x H x W (C = 1 for grayscale, 3 otherwise)
+    train_labels: torch.Tensor  # int64, N
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list
+    source: str  # where the files were read from
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+def load_dataset(name: str, data_dir: str = "data", image_size: int = 227,
+                 download: bool = True) -> Dataset:
+    """Read a dataset from local files, downloading it first where it is missing and
+    data_dir is writable. Raises DataError with one clear sentence otherwise."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, data_dir, download)
+    if name in ("mnist", "fashion-mnist"):
+        return _load_idx(name, data_dir, download)
+    return _load_image_folder(data_dir, image_size)
+
+
+def _writable(path: str) -> bool:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return os.access(path, os.W_OK)
+
+
+def _download(fetch, name: str, data_dir: str, how: str) -> None:
+    """Let torchvision download into data_dir; never into a read-only folder."""
+    if not _writable(data_dir):
+        raise DataError(f"{name} was not found in {os.path.abspath(data_dir)}, which is read-only, "
+                        f"so it cannot be downloaded there; {how}")
+    try:
+        fetch(root=data_dir, download=True)
+    except Exception as err:  # network errors come in many types
+        raise DataError(f"{name} was not found in {os.path.abspath(data_dir)} and downloading it "
+                        f"failed ({type(err).__name__}); {how}") from None
+
+
+def _md5(path: str) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cifar_files(name: str) -> tuple:
+    """(folder, [(file, md5)] for training, [(file, md5)] for test), as torchvision publishes them."""
+    from torchvision import datasets
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    return cls.base_folder, [tuple(f) for f in cls.train_list], [tuple(f) for f in cls.test_list]
+
+
+def _load_cifar(name: str, data_dir: str, download: bool) -> Dataset:
+    from torchvision import datasets
+    folder, train_list, test_list = cifar_files(name)
+    root = os.path.join(data_dir, folder)
+    url = (datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100).url
+    how = f"download {url} and extract it into {os.path.abspath(data_dir)}"
+    present = all(os.path.exists(os.path.join(root, f)) for f, _ in train_list + test_list)
+    if not present:
+        if not download:
+            raise DataError(f"{name} was not found in {os.path.abspath(root)}; {how}")
+        fetch = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        _download(fetch, name, data_dir, how)
+    label_key = b"labels" if name == "cifar10" else b"fine_labels"
+
+    def read(files):
+        images, labels = [], []
+        for fname, md5 in files:
+            path = os.path.join(root, fname)
+            if _md5(path) != md5:
+                raise DataError(f"{path} is corrupt (its checksum does not match the published one); "
+                                f"delete it and {how}")
+            try:
+                with open(path, "rb") as f:
+                    batch = pickle.load(f, encoding="bytes")
+                images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.extend(batch[label_key])
+            except Exception:
+                raise DataError(f"{path} could not be read as a CIFAR batch; delete it and {how}") from None
+        return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+    train_x, train_y = read(train_list)
+    test_x, test_y = read(test_list)
+    num_classes = 10 if name == "cifar10" else 100
+    return Dataset(name, train_x, train_y, test_x, test_y, [str(i) for i in range(num_classes)], root)
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise ValueError("not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError("IDX file is truncated")
+    return data.reshape(tuple(dims))
+
+
+def _idx_folders(name: str, data_dir: str) -> list:
+    sub = "MNIST" if name == "mnist" else "FashionMNIST"
+    folders = [os.path.join(data_dir, sub, "raw"), data_dir]
+    if name == "fashion-mnist":
+        folders.append(DEBIAN_FASHION_MNIST)
+    return folders
+
+
+def _find_idx(folder: str) -> list | None:
+    found = []
+    for stem in IDX_FILES:
+        for candidate in (stem + ".gz", stem):
+            if os.path.exists(os.path.join(folder, candidate)):
+                found.append(os.path.join(folder, candidate))
+                break
+        else:
+            return None
+    return found
+
+
+def _load_idx(name: str, data_dir: str, download: bool) -> Dataset:
+    from torchvision import datasets
+    fetch = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    folders = _idx_folders(name, data_dir)
+    how = ("install Debian's dataset-fashion-mnist package or copy the four *-ubyte.gz files there"
+           if name == "fashion-mnist" else "copy the four *-ubyte.gz files there")
+    files = next((f for f in map(_find_idx, folders) if f), None)
+    if files is None:
+        if not download:
+            raise DataError(f"{name} was not found in {os.path.abspath(data_dir)}; {how}")
+        _download(fetch, name, data_dir, how)
+        files = _find_idx(folders[0])
+    arrays = []
+    for path in files:
+        try:
+            arrays.append(read_idx(path))
+        except Exception as err:
+            raise DataError(f"{path} is corrupt ({err}); replace it: {how}") from None
+    train_x, train_y, test_x, test_y = arrays
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise DataError(f"the image and label files in {os.path.dirname(files[0])} disagree in length; {how}")
+    as_images = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)  # N x 1 x 28 x 28
+    as_labels = lambda a: torch.from_numpy(a.astype(np.int64))
+    return Dataset(name, as_images(train_x), as_labels(train_y), as_images(test_x), as_labels(test_y),
+                   list(fetch.classes), os.path.dirname(files[0]))
+
+
+def _load_image_folder(data_dir: str, image_size: int) -> Dataset:
+    """train/ and test/ (or val/) folders of class subfolders. Images of any size are
+    resized once, on loading, to image_size and held as uint8."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+    how = "it must hold train/ and test/ (or val/) folders of class subfolders of images"
+    train_dir = os.path.join(data_dir, "train")
+    test_dir = next((os.path.join(data_dir, d) for d in ("test", "val")
+                     if os.path.isdir(os.path.join(data_dir, d))), None)
+    if not os.path.isdir(train_dir) or test_dir is None:
+        raise DataError(f"no image folder dataset in {os.path.abspath(data_dir)}: {how}")
+
+    def read(folder):
+        try:
+            found = ImageFolder(folder)
+        except Exception as err:
+            raise DataError(f"{os.path.abspath(folder)} could not be read ({err}); {how}") from None
+        images = np.empty((len(found.samples), image_size, image_size, 3), dtype=np.uint8)
+        for i, (path, _) in enumerate(found.samples):
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                    images[i] = np.asarray(img)
+            except Exception:
+                raise DataError(f"{path} is not a readable image; remove or replace it") from None
+        labels = torch.tensor(found.targets, dtype=torch.int64)
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, found.classes
+
+    train_x, train_y, classes = read(train_dir)
+    test_x, test_y, test_classes = read(test_dir)
+    if test_classes != classes:
+        raise DataError(f"{train_dir} and {test_dir} hold different class folders; they must match")
+    return Dataset("imagefolder", train_x, train_y, test_x, test_y, classes, os.path.abspath(data_dir))
+
+
+# ---------------------------------------------------------------------------
+# Splits
+
+def split_indices(num_train: int, regime: str = "subset", train_size: int | None = None,
+                  val_size: int | None = None, seed: int = SPLIT_SEED) -> tuple:
+    """The study's split regimes, reproducible from seed and disjoint.
+
+    subset: a fixed fifth of the training set, then 90% train / 10% validation
+            (CIFAR-10: 10,000 images -> 9,000 / 1,000).
+    full:   90% train / 10% validation of the whole set (CIFAR-10: 45,000 / 5,000).
+    train_size / val_size shrink either part; validation images never enter training.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose from {', '.join(REGIMES)}")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(num_train, generator=g)
+    pool = order[: num_train // 5] if regime == "subset" else order
+    n_val = len(pool) // 10
+    val_idx, train_idx = pool[:n_val], pool[n_val:]
+    if train_size is not None:
+        train_idx = train_idx[:train_size]
+    if val_size is not None:
+        val_idx = val_idx[:val_size]
+    return train_idx, val_idx
+
+
+# ---------------------------------------------------------------------------
+# Batched transforms on the device
+
+def transform_batch(images: torch.Tensor, image_size: int, flip: torch.Tensor | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 N x C x h x w -> normalised float N x 3 x image_size x image_size.
+
+    Same arithmetic as PIL's bilinear Resize, ToTensor and Normalize per image,
+    without the rounding to uint8 after PIL's resize (within 1/255 of it).
+    flip is a boolean mask of the images to mirror horizontally.
+    """
+    x = images.float()
+    if flip is not None:
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return ((x / 255.0 - mean) / std).to(dtype)
+
+
+class DeviceLoader:
+    """Batches of (inputs, labels) from a uint8 tensor held on the training device.
+
+    Training order and flips for an epoch come from a CPU generator seeded with
+    (seed, epoch), so an epoch's batches are the same on every device and after
+    a resume.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                 batch_size: int, image_size: int, device: torch.device, train: bool,
+                 channels_last: bool = False):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.indices = indices.to(device)
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.device = device
+        self.train = train
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+
+    def batches(self, seed: int = 0, epoch: int = 0):
+        n = len(self.indices)
+        order, flips = torch.arange(n), None
+        if self.train:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g)
+            flips = (torch.rand(n, generator=g) < FLIP_P).to(self.device)
+        order = order.to(self.device)
+        for start in range(0, n, self.batch_size):
+            pos = order[start:start + self.batch_size]
+            idx = self.indices[pos]
+            x = transform_batch(self.images[idx], self.image_size, None if flips is None else flips[pos])
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]

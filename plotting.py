@@ -1,0 +1,140 @@
+"""Plots from results files; never retrains.
+
+    python plotting.py                      # every results/*.json under the repository root
+    python plotting.py --out runs learning_rate
+
+For each experiment: loss, training accuracy and validation accuracy against
+epoch (one line per setting, the mean over seeds with a band of one standard
+deviation where there are several), and the final test accuracy per setting
+(error bars over seeds; against the value itself, on a log axis for learning
+rates, where the sweep varies one number).
+"""
+import argparse
+import glob
+import json
+import os
+import warnings
+
+import numpy as np
+
+CURVES = {"loss": "mean training loss", "train_acc": "training accuracy", "val_acc": "validation accuracy"}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def group_runs(results: dict) -> dict:
+    """setting name -> its runs (one per seed) that finished or diverged, in file order."""
+    groups = {}
+    for run in results["runs"]:
+        if run["status"] in ("completed", "diverged"):
+            groups.setdefault(run["name"], []).append(run)
+    return groups
+
+
+def _mean_std(rows: list) -> tuple:
+    """Mean and std per epoch over runs of possibly different lengths (diverged runs end early)."""
+    length = max(len(r) for r in rows)
+    padded = np.full((len(rows), length), np.nan)
+    for i, r in enumerate(rows):
+        padded[i, :len(r)] = [np.nan if v is None else v for v in r]
+    with warnings.catch_warnings():  # an epoch that every run has left is all-NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(padded, axis=0), np.nanstd(padded, axis=0)
+
+
+def _numeric_axis(groups: dict):
+    """The swept parameter if every setting varies exactly one number, else None."""
+    keys = {tuple(runs[0]["params"]) for runs in groups.values()}
+    if len(keys) != 1 or len(next(iter(keys))) != 1:
+        return None
+    key = next(iter(keys))[0]
+    values = [runs[0]["params"][key] for runs in groups.values()]
+    return key if all(isinstance(v, (int, float)) for v in values) else None
+
+
+def plot_experiment(results: dict, images_dir: str) -> list:
+    plt = _pyplot()
+    experiment = results["experiment"]
+    groups = group_runs(results)
+    os.makedirs(images_dir, exist_ok=True)
+    written = []
+    for key, label in CURVES.items():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, runs in groups.items():
+            mean, std = _mean_std([r["history"][key] for r in runs])
+            epochs = np.arange(1, len(mean) + 1)
+            (line,) = ax.plot(epochs, mean, label=name if len(runs) == 1 else f"{name} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            if any(r["status"] == "diverged" for r in runs) and len(mean):
+                ax.plot(epochs[-1], mean[-1], "x", color=line.get_color(), markersize=10)
+        if any(r["status"] == "diverged" for runs in groups.values() for r in runs):
+            ax.plot([], [], "kx", label="diverged after this epoch")
+        if key == "loss":
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{experiment}: {label}")
+        ax.grid(alpha=0.3)
+        if groups:
+            ax.legend(fontsize=8)
+        path = os.path.join(images_dir, f"{experiment}_{key}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = list(groups)
+    test = [[r["test_acc"] for r in groups[n] if r.get("test_acc") is not None] for n in names]
+    means = np.array([np.mean(t) if t else np.nan for t in test])
+    stds = np.array([np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in test])
+    axis = _numeric_axis(groups)
+    if axis:
+        values = np.array([groups[n][0]["params"][axis] for n in names], dtype=float)
+        order = np.argsort(values)
+        ax.errorbar(values[order], means[order], yerr=stds[order], marker="o", capsize=4)
+        if axis == "lr":
+            ax.set_xscale("log")
+        ax.set_xlabel(axis)
+    else:
+        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{experiment}: test accuracy" + (" (mean ± std over seeds)" if stds.any() else ""))
+    ax.grid(alpha=0.3, axis="y")
+    path = os.path.join(images_dir, f"{experiment}_test_acc.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def main(argv=None) -> int:
+    root = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description="Redraw the plots of experiments from their results files.")
+    p.add_argument("experiments", nargs="*", help="experiment names (default: every results/*.json)")
+    p.add_argument("--out", default=root, help="root holding results/ and images/ (default: the repository root)")
+    args = p.parse_args(argv)
+    names = args.experiments or sorted(os.path.basename(f)[:-5]
+                                       for f in glob.glob(os.path.join(args.out, "results", "*.json")))
+    if not names:
+        p.exit(1, f"no results files in {os.path.join(args.out, 'results')}; run a main_*.py script first\n")
+    for name in names:
+        path = os.path.join(args.out, "results", f"{name}.json")
+        if not os.path.exists(path):
+            p.exit(1, f"{path} does not exist; run main_{name}.py first\n")
+        with open(path) as f:
+            for written in plot_experiment(json.load(f), os.path.join(args.out, "images")):
+                print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

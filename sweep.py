@@ -1,0 +1,298 @@
+"""What every main_<ablation>.py shares: the command line, the sweep over its
+settings, results files, checkpoints, plots and the final table.
+
+A script gives its experiment name, its swept values as strings, a function
+turning one value into (run name, config changes), and the settings in which
+it differs from train.DEFAULTS (regime, epochs). Everything else is here.
+"""
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+
+from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+QUICK = dict(image_size=67, train_size=640, val_size=256, test_size=1000, epochs=3)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input ends the program with exit code 2 and one line, before any work."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def image_size(text):
+    from alexnet import MIN_IMAGE_SIZE
+    value = positive_int(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} is below {MIN_IMAGE_SIZE}, the smallest input AlexNet accepts")
+    return value
+
+
+def positive_float(text, what="value"):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} {text!r} must be a positive number")
+    return value
+
+
+def nonneg_float(text, what="value"):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} {text!r} must be zero or a positive number")
+    return value
+
+
+def fmt(value) -> str:
+    """Compact text for a hyperparameter value in names and tables: 1e-05, 0.25, adam."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def build_parser(experiment: str, doc: str, values: list, settings: dict, values_help: str):
+    defaults = {**DEFAULTS, **settings}
+    p = OneLineParser(prog=f"main_{experiment}.py", description=doc,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = lambda key: f"(default: {defaults[key]})"
+    p.add_argument("--values", nargs="+", metavar="V", help=f"{values_help} (default: {' '.join(values)})")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder"],
+                   help=f"dataset {d('dataset')}")
+    p.add_argument("--data-dir", help=f"where the dataset lives or is downloaded to {d('data_dir')}")
+    p.add_argument("--regime", choices=["subset", "full"],
+                   help=f"subset: 9,000/1,000 of a fixed fifth; full: 45,000/5,000 {d('regime')}")
+    p.add_argument("--epochs", type=positive_int, help=f"epochs per run {d('epochs')}")
+    p.add_argument("--batch-size", type=positive_int, help=f"training batch size {d('batch_size')}")
+    p.add_argument("--train-size", type=positive_int, help="cap on training images (default: the regime's)")
+    p.add_argument("--val-size", type=positive_int, help="cap on validation images (default: the regime's)")
+    p.add_argument("--test-size", type=positive_int, help="cap on test images (default: all)")
+    p.add_argument("--image-size", type=image_size, help=f"input side in pixels, at least 67 {d('image_size')}")
+    p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and flips {d('seed')}")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="repeat every setting with seeds seed, seed+1, ... (default: 1)")
+    p.add_argument("--device", help=f"auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps {d('device')}")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=f"auto: bf16 autocast where the device runs it natively, else fp32 {d('precision')}")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off)")
+    p.add_argument("--train-acc", choices=TRAIN_ACC_MODES,
+                   help="epoch: counted on the training batches as they pass (augmented, dropout on); "
+                        f"eval: a second pass in eval mode {d('train_acc')}")
+    p.add_argument("--checkpoint-every", type=positive_int,
+                   help=f"epochs between resume checkpoints {d('checkpoint_every')}")
+    p.add_argument("--out", default=ROOT,
+                   help="root for models/, images/ and results/ (default: the repository root)")
+    p.add_argument("--fresh", action="store_true", help="retrain runs that are already complete")
+    p.add_argument("--quick", action="store_true",
+                   help="small preset for a whole sweep in minutes on 2 CPU cores: "
+                        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                        + " (explicit flags win)")
+    return p
+
+
+def resolve_config(args, settings: dict) -> dict:
+    """Explicit flags, then --quick, then the script's settings, then train.DEFAULTS."""
+    config = {**DEFAULTS, **settings}
+    if args.quick:
+        config.update(QUICK)
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    return config
+
+
+# ---------------------------------------------------------------------------
+# Results files
+
+def results_path(out: str, experiment: str) -> str:
+    return os.path.join(out, "results", f"{experiment}.json")
+
+
+def read_results(out: str, experiment: str) -> dict:
+    path = results_path(out, experiment)
+    if not os.path.exists(path):
+        return {"experiment": experiment, "runs": []}
+    with open(path) as f:
+        return json.load(f)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    """NaN and infinity become null, so the file is standard JSON that loads anywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_results(out: str, results: dict) -> None:
+    experiment = results["experiment"]
+    atomic_write_text(results_path(out, experiment), json.dumps(_json_safe(results), indent=1, allow_nan=False))
+    buf = io.StringIO()
+    param_keys = sorted({k for run in results["runs"] for k in run["params"]})
+    writer = csv.writer(buf)
+    writer.writerow(["name", *param_keys, "seed", "status", "epochs_completed", "final_loss",
+                     "final_train_acc", "final_val_acc", "best_val_acc", "test_acc"])
+    for run in results["runs"]:
+        h = run["history"]
+        last = lambda key: h[key][-1] if h[key] else ""
+        writer.writerow([run["name"], *[run["params"].get(k, "") for k in param_keys], run["seed"],
+                         run["status"], len(h["loss"]), last("loss"), last("train_acc"), last("val_acc"),
+                         "" if run.get("best_val_acc") is None else run["best_val_acc"],
+                         "" if run.get("test_acc") is None else run["test_acc"]])
+    atomic_write_text(os.path.join(out, "results", f"{experiment}.csv"), buf.getvalue())
+
+
+def print_table(runs: list) -> None:
+    rows = [("run", "hyperparameters", "seed", "status", "best val acc", "test acc")]
+    for run in runs:
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in run["params"].items())
+        best = run.get("best_val_acc")
+        test = run.get("test_acc")
+        status = run["status"]
+        if status == "diverged":
+            status = f"diverged at epoch {run['epochs_completed'] + 1}"
+        rows.append((run["name"], params, str(run["seed"]), status,
+                     "-" if best is None else f"{100 * best:.2f}%",
+                     "-" if test is None else f"{100 * test:.2f}%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# ---------------------------------------------------------------------------
+# The sweep
+
+def main(experiment: str, doc: str, values: list, make_run, settings: dict, values_help: str,
+         argv=None) -> int:
+    """Parse the command line, train every (setting, seed) not yet complete, and
+    leave checkpoints, results, plots and a table. Returns the exit code."""
+    parser = build_parser(experiment, doc, values, settings, values_help)
+    args = parser.parse_args(argv)
+    try:
+        sweep = [make_run(v) for v in (args.values or values)]
+    except ValueError as err:
+        parser.error(f"argument --values: {err}")
+    names = [name for name, _ in sweep]
+    if len(set(names)) != len(names):
+        parser.error("argument --values: a value is given twice")
+    base = resolve_config(args, settings)
+    for name, params in sweep:
+        if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
+            parser.error(f"argument --values: unknown optimizer in {name!r}")
+    return run_sweep(experiment, sweep, base, args)
+
+
+def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
+    # imported here so that --help and bad flags answer without loading torch's kernels
+    import torch
+    import data
+    import plotting
+    from train import Split, atomic_save, resolve_device, resolve_precision, train_run
+
+    try:
+        dataset = data.load_dataset(base["dataset"], base["data_dir"], base["image_size"])
+    except data.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        device = resolve_device(base["device"])
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        print(f"error: device {base['device']!r} is not available here ({err})".split("\n")[0], file=sys.stderr)
+        return 1
+    base["device"] = str(device) if base["device"] == "auto" else base["device"]
+    base["precision"] = resolve_precision(base["precision"], device)
+    train_idx, val_idx = data.split_indices(len(dataset.train_labels), base["regime"],
+                                            base["train_size"], base["val_size"])
+    split = Split(dataset, train_idx, val_idx, base["test_size"], base["batch_size"], base["image_size"], device)
+    print(f"{experiment}: {len(sweep)} settings x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
+          f"{len(train_idx)} train / {len(val_idx)} val / {len(split.test.indices)} test images at "
+          f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}", flush=True)
+
+    results = read_results(args.out, experiment)
+    by_key = {(r["name"], r["seed"]): r for r in results["runs"]}
+    models_dir = os.path.join(args.out, "models", experiment)
+    failed = []
+    for name, params in sweep:
+        for k in range(args.seeds):
+            config = {**base, **params, "seed": base["seed"] + k}
+            desc = name if args.seeds == 1 else f"{name} seed {config['seed']}"
+            stem = name if args.seeds == 1 else f"{name}_seed{config['seed']}"
+            old = by_key.get((name, config["seed"]))
+            if old and old["status"] in ("completed", "diverged") and old["config"] == config and not args.fresh:
+                print(f"{desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
+                      f"(--fresh retrains it)", flush=True)
+                continue
+            resume_path = os.path.join(models_dir, f"{stem}.resume.pt")
+            if args.fresh and os.path.exists(resume_path):
+                os.remove(resume_path)
+            record = {"name": name, "params": params, "seed": config["seed"], "config": config}
+            try:
+                outcome = train_run(config, split, dataset.num_classes, resume_path, desc)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # one failing run must not end the sweep
+                message = f"{type(err).__name__}: {err}".strip()
+                print(f"{desc}: failed ({message.splitlines()[0]})", file=sys.stderr, flush=True)
+                record.update(status="failed", error=message, history={"loss": [], "train_acc": [], "val_acc": []},
+                              test_acc=None, best_val_acc=None, epochs_completed=0)
+                failed.append(desc)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            else:
+                state_dict = outcome.pop("model")
+                record.update(outcome)
+                atomic_save({"model": state_dict, "config": config, "history": record["history"],
+                             "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
+                             "status": record["status"], "experiment": experiment, "name": name},
+                            os.path.join(models_dir, f"{stem}.pt"))
+            by_key[(name, config["seed"])] = record
+            results["runs"] = list(by_key.values())
+            write_results(args.out, results)
+            if os.path.exists(resume_path) and record["status"] != "failed":
+                os.remove(resume_path)
+
+    current = {(name, base["seed"] + k) for name, _ in sweep for k in range(args.seeds)}
+    plotting.plot_experiment(results, os.path.join(args.out, "images"))
+    print()
+    print_table([r for r in results["runs"] if (r["name"], r["seed"]) in current])
+    print(f"\nresults: {results_path(args.out, experiment)}  checkpoints: {models_dir}  "
+          f"plots: {os.path.join(args.out, 'images', experiment)}_*.png")
+    if failed:
+        print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,268 @@
+"""The shared training loop: one run of AlexNet from a plain config dict.
+
+DEFAULTS holds every setting in one place, at the study's values. Scripts state
+only what they change. A run keeps its data on the training device, takes no
+host-device synchronisation per step, writes an atomic resume checkpoint every
+--checkpoint-every epochs, and stops with status "diverged" if its loss stops
+being finite.
+"""
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from alexnet import AlexNet
+from data import DeviceLoader
+
+DEFAULTS = dict(
+    dataset="cifar10",
+    data_dir="data",
+    regime="subset",       # "subset": 9,000 / 1,000 of a fixed fifth; "full": 45,000 / 5,000
+    train_size=None,       # None: the regime's size
+    val_size=None,
+    test_size=None,        # None: the whole official test split
+    image_size=227,
+    batch_size=64,
+    epochs=25,
+    optimizer="adam",
+    lr=1e-4,
+    l1=0.0,
+    l2=0.0,
+    activation="relu",
+    dropout=0.0,
+    seed=0,
+    device="auto",
+    precision="auto",
+    compile=False,
+    train_acc="epoch",     # "epoch": counted on the training batches as they pass; "eval": a second pass
+    checkpoint_every=1,
+)
+
+# name -> (torch class, the study's learning rate for it, extra arguments)
+OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, 0.1, {}),
+    "adagrad": (torch.optim.Adagrad, 0.01, {}),
+    "adam": (torch.optim.Adam, 1e-4, {}),
+    # extras beyond the study's three
+    "sgd-momentum": (torch.optim.SGD, 0.01, {"momentum": 0.9}),
+    "rmsprop": (torch.optim.RMSprop, 1e-4, {}),
+    "adamw": (torch.optim.AdamW, 1e-4, {}),
+}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAIN_ACC_MODES = ("epoch", "eval")
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    cls, _, extra = OPTIMIZERS[name]
+    return cls(params, lr=lr, **extra)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX, where bf16 autocast roughly doubles AlexNet's speed on CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def weight_penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor:
+    """L1 * sum(|w|) + L2 * sum(w^2) over every parameter, biases included."""
+    params = list(model.parameters())
+    total = params[0].new_zeros(())
+    if l1:
+        total = total + l1 * torch.stack([p.abs().sum() for p in params]).sum()
+    if l2:
+        total = total + l2 * torch.stack([p.pow(2).sum() for p in params]).sum()
+    return total
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> float:
+    """Accuracy in eval mode (dropout off), one synchronisation at the end."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    for x, y in loader.batches():
+        with autocast(loader.device, precision):
+            correct += (model(x).argmax(1) == y).sum()
+    return correct.item() / max(len(loader.indices), 1)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: plain dicts of plain types and tensors, written atomically
+
+def atomic_save(obj, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------
+# One run
+
+class Split:
+    """The three loaders of a run, built once per sweep and shared by its runs."""
+
+    def __init__(self, dataset, train_idx, val_idx, test_size, batch_size, image_size, device,
+                 eval_batch_size=None):
+        channels_last = device.type == "cuda"
+        eval_bs = eval_batch_size or (512 if device.type == "cuda" else 128)
+        test_idx = torch.arange(len(dataset.test_labels))[:test_size]
+        self.train = DeviceLoader(dataset.train_images, dataset.train_labels, train_idx, batch_size,
+                                  image_size, device, train=True, channels_last=channels_last)
+        # the same device-resident images, walked in order without augmentation
+        self.train_eval = DeviceLoader(self.train.images, self.train.labels, train_idx, eval_bs,
+                                       image_size, device, train=False, channels_last=channels_last)
+        self.val = DeviceLoader(self.train.images, self.train.labels, val_idx, eval_bs,
+                                image_size, device, train=False, channels_last=channels_last)
+        self.test = DeviceLoader(dataset.test_images, dataset.test_labels, test_idx, eval_bs,
+                                 image_size, device, train=False, channels_last=channels_last)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr if sys.stderr.isatty() else sys.stdout, flush=True)
+
+
+def train_run(config: dict, split: Split, num_classes: int, resume_path: str | None = None,
+              desc: str = "run") -> dict:
+    """Train one AlexNet on split as config says; returns the run's record:
+    status ("completed" or "diverged"), history, test_acc, best_val_acc, and the
+    trained model's state_dict under "model"."""
+    device = split.train.device
+    precision = config["precision"]
+    seed_everything(config["seed"])
+    model = AlexNet(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
+                    image_size=config["image_size"]).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config["optimizer"], model.parameters(), config["lr"])
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    history = {"loss": [], "train_acc": [], "val_acc": []}
+    start_epoch = 0
+
+    if resume_path and os.path.exists(resume_path):
+        state = load_checkpoint(resume_path)
+        if state.get("config") == config:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            history = state["history"]
+            start_epoch = state["epoch"]
+            _set_rng_state(state["rng"])
+            _log(f"{desc}: resuming from epoch {start_epoch + 1} of {config['epochs']} ({resume_path})")
+        else:
+            _log(f"{desc}: ignoring {resume_path}, written for a different config")
+
+    step_model = torch.compile(model) if config["compile"] else model
+    l1, l2 = config["l1"], config["l2"]
+    tty = sys.stderr.isatty()
+    status, started = "completed", time.perf_counter()
+    for epoch in range(start_epoch, config["epochs"]):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        bar = tqdm(split.train.batches(config["seed"], epoch), total=len(split.train), leave=False,
+                   desc=f"{desc} epoch {epoch + 1}/{config['epochs']}", disable=not tty, dynamic_ncols=True)
+        refresh = max(1, len(split.train) // 4)
+        for step, (x, y) in enumerate(bar):
+            with autocast(device, precision):
+                logits = step_model(x)
+                loss = F.cross_entropy(logits, y)
+            if l1 or l2:
+                loss = loss + weight_penalty(model, l1, l2)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if tty and (step + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+        bar.close()
+        mean_loss = loss_sum.item() / max(seen, 1)
+        if not math.isfinite(mean_loss):
+            status = "diverged"
+            _log(f"{desc}: loss is {mean_loss} in epoch {epoch + 1}; stopping this run as diverged")
+            break
+        train_acc = (correct.item() / max(seen, 1) if config["train_acc"] == "epoch"
+                     else evaluate(step_model, split.train_eval, precision))
+        val_acc = evaluate(step_model, split.val, precision)
+        history["loss"].append(mean_loss)
+        history["train_acc"].append(train_acc)
+        history["val_acc"].append(val_acc)
+        _log(f"{desc} epoch {epoch + 1}/{config['epochs']}: loss {mean_loss:.4f}  "
+             f"train_acc {train_acc:.4f}  val_acc {val_acc:.4f}")
+        last = epoch + 1 == config["epochs"]
+        if resume_path and not last and (epoch + 1) % config["checkpoint_every"] == 0:
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict(), "epoch": epoch + 1, "history": history,
+                         "rng": _rng_state(), "config": config}, resume_path)
+
+    test_acc = evaluate(step_model, split.test, precision) if status == "completed" else None
+    return {"status": status, "history": history, "test_acc": test_acc,
+            "best_val_acc": max(history["val_acc"], default=None),
+            "epochs_completed": len(history["loss"]),
+            "train_seconds": round(time.perf_counter() - started, 2),
+            "model": model.state_dict()}
