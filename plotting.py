@@ -59,6 +59,7 @@ def _numeric_axis(groups: dict):
 
 def plot_experiment(results: dict, images_dir: str) -> list:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     experiment = results["experiment"]
     groups = group_runs(results)
     os.makedirs(images_dir, exist_ok=True)
@@ -78,6 +79,7 @@ def plot_experiment(results: dict, images_dir: str) -> list:
         if key == "loss":
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title(f"{experiment}: {label}")
         ax.grid(alpha=0.3)
