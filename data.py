@@ -10,6 +10,7 @@ step, with the statistics of the study's per-image torchvision transforms:
 
 Nothing here touches the disk or the network at import time.
 """
+import functools
 import gzip
 import hashlib
 import os
@@ -278,9 +279,17 @@ def transform_batch(images: torch.Tensor, image_size: int, flip: torch.Tensor | 
                           align_corners=False, antialias=True)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return ((x / 255.0 - mean) / std).to(dtype)
+    scale, shift = _normalisation(x.device)
+    return torch.addcmul(shift, x, scale).to(dtype)  # (x / 255 - mean) / std in one kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _normalisation(device: torch.device) -> tuple:
+    """Per-channel scale and shift of Normalize(ImageNet) applied to 0..255 values,
+    made once per device: building them per batch would copy to the GPU and wait for it."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    return (1 / (255 * std)).float().to(device), (-mean / std).float().to(device)
 
 
 class DeviceLoader:

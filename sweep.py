@@ -16,7 +16,7 @@ import sys
 from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-QUICK = dict(image_size=67, train_size=640, val_size=256, test_size=1000, epochs=3)
+QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -109,6 +109,39 @@ def weight_penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor
     return total
 
 
+def make_train_step(model, optimizer, scaler, precision: str, l1: float = 0.0, l2: float = 0.0,
+                    forward=None):
+    """One optimisation step on a batch; returns the detached loss and logits,
+    left on the device so that nothing waits for the GPU."""
+    device = next(model.parameters()).device
+    forward = forward or model
+
+    def step(x, y):
+        with autocast(device, precision):
+            logits = forward(x)
+            loss = F.cross_entropy(logits, y)
+        if l1 or l2:
+            loss = loss + weight_penalty(model, l1, l2)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach(), logits.detach()
+
+    return step
+
+
+def build_model(config: dict, num_classes: int, device: torch.device):
+    """The run's AlexNet (initialised from the global seed) and its optimizer and grad scaler."""
+    model = AlexNet(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
+                    image_size=config["image_size"]).to(device)
+    if device.type == "cuda":  # faster convolutions in bf16/fp16 on tensor cores
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config["optimizer"], model.parameters(), config["lr"])
+    scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
+    return model, optimizer, scaler
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> float:
     """Accuracy in eval mode (dropout off), one synchronisation at the end."""
@@ -191,12 +224,7 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
     device = split.train.device
     precision = config["precision"]
     seed_everything(config["seed"])
-    model = AlexNet(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
-                    image_size=config["image_size"]).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config["optimizer"], model.parameters(), config["lr"])
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    model, optimizer, scaler = build_model(config, num_classes, device)
     history = {"loss": [], "train_acc": [], "val_acc": []}
     start_epoch = 0
 
@@ -214,7 +242,7 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
             _log(f"{desc}: ignoring {resume_path}, written for a different config")
 
     step_model = torch.compile(model) if config["compile"] else model
-    l1, l2 = config["l1"], config["l2"]
+    train_step = make_train_step(model, optimizer, scaler, precision, config["l1"], config["l2"], step_model)
     tty = sys.stderr.isatty()
     status, started = "completed", time.perf_counter()
     for epoch in range(start_epoch, config["epochs"]):
@@ -226,17 +254,9 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
                    desc=f"{desc} epoch {epoch + 1}/{config['epochs']}", disable=not tty, dynamic_ncols=True)
         refresh = max(1, len(split.train) // 4)
         for step, (x, y) in enumerate(bar):
-            with autocast(device, precision):
-                logits = step_model(x)
-                loss = F.cross_entropy(logits, y)
-            if l1 or l2:
-                loss = loss + weight_penalty(model, l1, l2)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss, logits = train_step(x, y)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if tty and (step + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")

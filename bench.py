@@ -1,0 +1,238 @@
+"""Training throughput: this project's loop against the study's way, in one run.
+
+    python bench.py                         # steps: images/s of training steps, ours vs the study's way
+    python bench.py --job                   # a whole run, end to end, both ways
+
+The study's way: per-image PIL transforms (Resize, RandomHorizontalFlip(0.7),
+ToTensor, Normalize) in a DataLoader in the main process, fp32, batch 64, and
+for --job a second pass over the training set each epoch to measure training
+accuracy. Ours: the dataset as uint8 on the device, batched transforms, the
+precision --precision picks, training accuracy counted during the epoch.
+
+Step mode uses synthetic data of CIFAR-10's shape (random 32x32 RGB uint8
+images, 10 classes), so it needs no download. Both loops train the same model
+on the same device; after a warm-up they alternate, --rounds times, and the
+median of each is reported. --job trains one setting of a script on a real
+dataset both ways and times each from start to test accuracy.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+from train import DEFAULTS, PRECISIONS, Split, build_model, evaluate, make_train_step, resolve_device, \
+    resolve_precision, seed_everything
+
+
+class StudyDataset(torch.utils.data.Dataset):
+    """Images as the original scripts received them: one PIL image at a time through torchvision."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, image_size: int, train: bool):
+        from torchvision import transforms
+        self.images = images.permute(0, 2, 3, 1).numpy()  # N x H x W x C, as torchvision's CIFAR10 holds it
+        self.labels = labels.tolist()
+        steps = [transforms.Resize((image_size, image_size))]
+        if train:
+            steps.append(transforms.RandomHorizontalFlip(p=data.FLIP_P))
+        steps += [transforms.ToTensor(), transforms.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)]
+        self.transform = transforms.Compose(steps)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        img = self.images[i]
+        img = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).convert("RGB")
+        return self.transform(img), self.labels[i]
+
+
+def study_loader(images, labels, image_size, train, batch_size=64):
+    return torch.utils.data.DataLoader(StudyDataset(images, labels, image_size, train),
+                                       batch_size=batch_size, shuffle=train, num_workers=0)
+
+
+def study_step(model, optimizer, x, y):
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def study_accuracy(model, loader, device):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    return correct / len(loader.dataset)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _forever(make_batches):
+    while True:
+        yield from make_batches()
+
+
+def bench_steps(args, device, precision):
+    g = torch.Generator().manual_seed(0)
+    n = args.images
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    dataset = data.Dataset("synthetic-cifar10", images, labels, images[:0], labels[:0], list(range(10)), "synthetic")
+    config = {**DEFAULTS, "image_size": args.image_size, "precision": precision, "compile": args.compile}
+
+    seed_everything(0)
+    ours_model, ours_opt, scaler = build_model(config, 10, device)
+    forward = torch.compile(ours_model) if args.compile else ours_model
+    ours_step = make_train_step(ours_model, ours_opt, scaler, precision, forward=forward)
+    split = Split(dataset, torch.arange(n), torch.arange(0), None, args.batch_size, args.image_size, device)
+    epoch = iter(range(10**9))
+    ours_batches = _forever(lambda: split.train.batches(0, next(epoch)))
+
+    seed_everything(0)
+    study_model, study_opt, _ = build_model({**config, "precision": "fp32"}, 10, device)
+    study_model = study_model.to(memory_format=torch.contiguous_format)
+    study_batches = _forever(lambda: iter(study_loader(images, labels, args.image_size, True, args.batch_size)))
+
+    def ours(steps):
+        for _ in range(steps):
+            x, y = next(ours_batches)
+            ours_step(x, y)
+
+    def study(steps):
+        for _ in range(steps):
+            x, y = next(study_batches)
+            study_step(study_model, study_opt, x.to(device), y.to(device))
+
+    timings = {"study": [], "ours": []}
+    for name, fn in (("study", study), ("ours", ours)):
+        fn(args.warmup)
+    _sync(device)
+    for r in range(args.rounds):
+        for name, fn in (("study", study), ("ours", ours)):
+            start = time.perf_counter()
+            fn(args.steps)
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            timings[name].append(args.steps * args.batch_size / elapsed)
+            print(f"round {r + 1}/{args.rounds}  {name:5s}  {timings[name][-1]:9.1f} images/s", flush=True)
+    study_ips = float(np.median(timings["study"]))
+    ours_ips = float(np.median(timings["ours"]))
+    return {"mode": "steps", "study_images_per_s": round(study_ips, 1), "ours_images_per_s": round(ours_ips, 1),
+            "ratio": round(ours_ips / study_ips, 2), "rounds": timings}
+
+
+def bench_job(args, device, precision):
+    """One setting (Adam 1e-4, ReLU) for --epochs epochs: train, per-epoch training and
+    validation accuracy, final test accuracy; both ways on the same split."""
+    dataset = data.load_dataset(args.dataset, args.data_dir)
+    train_idx, val_idx = data.split_indices(len(dataset.train_labels), "subset", args.train_size, args.val_size)
+    test_idx = torch.arange(min(args.test_size, len(dataset.test_labels)))
+    config = {**DEFAULTS, "image_size": args.image_size, "precision": precision, "compile": args.compile,
+              "epochs": args.epochs, "batch_size": args.batch_size, "test_size": len(test_idx)}
+    times = {}
+
+    start = time.perf_counter()
+    seed_everything(0)
+    model, optimizer, _ = build_model({**config, "precision": "fp32"}, dataset.num_classes, device)
+    model = model.to(memory_format=torch.contiguous_format)
+    pick = lambda images, labels, idx: (images[idx], labels[idx])
+    train_loader = study_loader(*pick(dataset.train_images, dataset.train_labels, train_idx), args.image_size, True)
+    train_eval = study_loader(*pick(dataset.train_images, dataset.train_labels, train_idx), args.image_size, False)
+    val_loader = study_loader(*pick(dataset.train_images, dataset.train_labels, val_idx), args.image_size, False)
+    test_loader = study_loader(*pick(dataset.test_images, dataset.test_labels, test_idx), args.image_size, False)
+    for epoch in range(args.epochs):
+        model.train()
+        for x, y in train_loader:
+            study_step(model, optimizer, x.to(device), y.to(device))
+        train_acc = study_accuracy(model, train_eval, device)
+        val_acc = study_accuracy(model, val_loader, device)
+        print(f"study way epoch {epoch + 1}: train_acc {train_acc:.3f} val_acc {val_acc:.3f}", flush=True)
+    study_test = study_accuracy(model, test_loader, device)
+    _sync(device)
+    times["study"] = time.perf_counter() - start
+
+    from train import train_run
+    start = time.perf_counter()
+    split = Split(dataset, train_idx, val_idx, len(test_idx), args.batch_size, args.image_size, device)
+    outcome = train_run(config, split, dataset.num_classes, desc="ours")
+    _sync(device)
+    times["ours"] = time.perf_counter() - start
+    print(f"test accuracy: study way {study_test:.4f}, ours {outcome['test_acc']:.4f}")
+    return {"mode": "job", "dataset": args.dataset, "train_images": len(train_idx), "val_images": len(val_idx),
+            "test_images": len(test_idx), "epochs": args.epochs, "study_seconds": round(times["study"], 2),
+            "ours_seconds": round(times["ours"], 2), "ratio": round(times["study"] / times["ours"], 2),
+            "study_test_acc": study_test, "ours_test_acc": outcome["test_acc"]}
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--job", action="store_true", help="time a whole run end to end instead of training steps")
+    p.add_argument("--image-size", type=int, default=227, help="input side in pixels (default: 227)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size (default: 64)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per round and loop (default: 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per loop first (default: 3)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (default: 3)")
+    p.add_argument("--images", type=int, default=50_000, help="synthetic images for step mode (default: 50000)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="our loop's precision (default: auto)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model (default: off)")
+    p.add_argument("--dataset", default="fashion-mnist", help="--job: dataset (default: fashion-mnist)")
+    p.add_argument("--data-dir", default="data", help="--job: data folder (default: data)")
+    p.add_argument("--epochs", type=int, default=2, help="--job: epochs (default: 2)")
+    p.add_argument("--train-size", type=int, default=512, help="--job: training images (default: 512)")
+    p.add_argument("--val-size", type=int, default=256, help="--job: validation images (default: 256)")
+    p.add_argument("--test-size", type=int, default=256, help="--job: test images (default: 256)")
+    p.add_argument("--json", default=None, help="where to write the figures (default: results/bench[_job].json)")
+    args = p.parse_args(argv)
+    if args.image_size < 67:
+        p.error("--image-size must be at least 67")
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    print(f"device {device} ({device_name(device)}), our precision {precision}, study's fp32, "
+          f"{args.image_size} px, batch {args.batch_size}", flush=True)
+    try:
+        result = bench_job(args, device, precision) if args.job else bench_steps(args, device, precision)
+    except data.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result.update(device=str(device), device_name=device_name(device), precision=precision,
+                  image_size=args.image_size, batch_size=args.batch_size, torch=torch.__version__,
+                  command="python bench.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    if args.job:
+        print(f"whole run: study's way {result['study_seconds']:.1f} s, ours {result['ours_seconds']:.1f} s, "
+              f"{result['ratio']:.2f}x")
+    else:
+        print(f"median: study's way {result['study_images_per_s']:.1f} images/s, ours "
+              f"{result['ours_images_per_s']:.1f} images/s, {result['ratio']:.2f}x")
+    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                     "bench_job.json" if args.job else "bench.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"figures written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
