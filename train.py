@@ -114,7 +114,7 @@ def make_train_step(model, optimizer, scaler, precision: str, l1: float = 0.0, l
     """One optimisation step on a batch; returns the detached loss and logits,
     left on the device so that nothing waits for the GPU."""
     device = next(model.parameters()).device
-    forward = forward or model
+    forward = model if forward is None else forward
 
     def step(x, y):
         with autocast(device, precision):

@@ -1,0 +1,175 @@
+"""Shared fixtures: tiny datasets written in the real on-disk formats, and helpers
+to run the main_*.py scripts in-process with settings small enough for 2 CPU cores.
+
+Nothing here reads the real datasets under /usr/share/datasets or the network.
+"""
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
+
+
+# ---------------------------------------------------------------------------
+# Writers for the real formats
+
+def write_idx(path, array):
+    """Write a uint8 array as an IDX file (magic 0x00000803-style header), gzipped if path ends in .gz."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    with opener(str(path), "wb") as f:
+        f.write(header + array.tobytes())
+    return str(path)
+
+
+def make_images(n, shape, num_classes=10, seed=0):
+    """uint8 images whose content depends on the label (a bright block per class) plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % num_classes
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
+    h = shape[0]
+    for i, y in enumerate(labels):
+        row = (y * h) // num_classes
+        images[i, row:row + max(1, h // num_classes)] = 230
+    return images, labels.astype(np.uint8)
+
+
+def write_mnist_like(folder, n_train=1000, n_test=40, gz=True, seed=0):
+    """The four IDX files of MNIST / Fashion-MNIST, 28x28, in folder. Returns the arrays."""
+    suffix = ".gz" if gz else ""
+    tx, ty = make_images(n_train, (28, 28), seed=seed)
+    sx, sy = make_images(n_test, (28, 28), seed=seed + 1)
+    for stem, arr in zip(IDX_STEMS, (tx, ty, sx, sy)):
+        write_idx(os.path.join(str(folder), stem + suffix), arr)
+    return tx, ty, sx, sy
+
+
+def md5(path):
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def write_cifar(data_dir, name="cifar10", per_batch=40, n_test=40, seed=0):
+    """Tiny CIFAR-10 (five data_batch_i + test_batch) or CIFAR-100 (train + test) pickles.
+
+    Returns what data.cifar_files(name) must return for these files:
+    (folder, [(file, md5)] train, [(file, md5)] test)."""
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        folder, train_files, test_files, key, classes = (
+            "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10)
+    else:
+        folder, train_files, test_files, key, classes = ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100)
+        per_batch = per_batch * 5
+    root = Path(data_dir) / folder
+    root.mkdir(parents=True, exist_ok=True)
+
+    def write(fname, n):
+        labels = [int(v) for v in rng.integers(0, classes, n)]
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: labels,
+                 b"batch_label": fname.encode()}
+        with open(root / fname, "wb") as f:
+            pickle.dump(batch, f)
+        return fname, md5(root / fname)
+
+    train_list = [write(f, per_batch) for f in train_files]
+    test_list = [write(f, n_test) for f in test_files]
+    return folder, train_list, test_list
+
+
+def write_image_folder(data_dir, classes=("cat", "dog", "frog"), n_train=12, n_test=4, test_name="test", seed=0):
+    """data_dir/train/<class>/*.png and data_dir/<test_name>/<class>/*.png, of assorted sizes."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    sizes = [(20, 30), (32, 32), (45, 17)]
+    for split, n in (("train", n_train), (test_name, n_test)):
+        for c, cls in enumerate(classes):
+            d = Path(data_dir) / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = sizes[i % len(sizes)]
+                arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                arr[:, :, c % 3] = 255
+                Image.fromarray(arr).save(d / f"img{i}.png")
+    return Path(data_dir)
+
+
+# ---------------------------------------------------------------------------
+# Running scripts
+
+def tiny_argv(data_dir, out, dataset="mnist", epochs=1, extra=()):
+    return ["--dataset", dataset, "--data-dir", str(data_dir), "--image-size", "67",
+            "--train-size", "32", "--val-size", "16", "--test-size", "16", "--batch-size", "16",
+            "--epochs", str(epochs), "--precision", "fp32", "--device", "cpu", "--out", str(out), *extra]
+
+
+def run_script(module_name, argv):
+    """Run main_<module>.main(argv) in-process; returns (exit code, stdout, stderr)."""
+    import importlib
+    module = importlib.import_module(module_name)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = module.main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def load_results(out, experiment):
+    with open(os.path.join(str(out), "results", f"{experiment}.json")) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """A tiny MNIST in <dir>/MNIST/raw: 1000 training and 40 test 28x28 images, gzipped IDX."""
+    d = tmp_path_factory.mktemp("mnist")
+    write_mnist_like(d / "MNIST" / "raw")
+    return d
+
+
+@pytest.fixture
+def cifar10_dir(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 (5 x 40 training, 40 test images) with data.cifar_files patched to its md5s."""
+    import data
+    d = tmp_path / "cifar"
+    listing = write_cifar(d, "cifar10")
+    real = data.cifar_files
+    monkeypatch.setattr(data, "cifar_files", lambda name: listing if name == "cifar10" else real(name))
+    return d
+
+
+@pytest.fixture
+def image_folder_dir(tmp_path):
+    return write_image_folder(tmp_path / "imgs")
+
+
+@pytest.fixture(scope="session")
+def lr_sweep(mnist_dir, tmp_path_factory):
+    """One shared end-to-end run of main_learning_rate.py: two values, two epochs."""
+    out = tmp_path_factory.mktemp("lr_out")
+    code, stdout, stderr = run_script("main_learning_rate",
+                                      ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out, epochs=2)])
+    return dict(out=out, code=code, stdout=stdout, stderr=stderr)

@@ -1,0 +1,246 @@
+"""train.py: the weight penalty, optimizers, checkpoints and train_run itself
+(history, determinism, in-process resume, divergence)."""
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import data
+import train
+from alexnet import AlexNet
+
+
+# ---------------------------------------------------------------------------
+# Weight penalty
+
+def known_linear():
+    layer = nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, -0.5]]))
+        layer.bias.copy_(torch.tensor([0.25, -4.0]))
+    return layer
+
+
+def test_weight_penalty_l1_l2_and_elastic_net_include_biases():
+    layer = known_linear()
+    abs_sum = 1 + 2 + 3 + 0.5 + 0.25 + 4          # 10.75
+    sq_sum = 1 + 4 + 9 + 0.25 + 0.0625 + 16      # 30.3125
+    assert train.weight_penalty(layer, 0.1, 0.0).item() == pytest.approx(0.1 * abs_sum)
+    assert train.weight_penalty(layer, 0.0, 0.01).item() == pytest.approx(0.01 * sq_sum)
+    assert train.weight_penalty(layer, 0.1, 0.01).item() == pytest.approx(0.1 * abs_sum + 0.01 * sq_sum)
+    assert train.weight_penalty(layer, 0.0, 0.0).item() == 0.0
+
+
+def test_weight_penalty_gradient():
+    layer = known_linear()
+    train.weight_penalty(layer, 0.5, 0.25).backward()
+    w = layer.weight.detach()
+    assert torch.allclose(layer.weight.grad, 0.5 * w.sign() + 0.25 * 2 * w)
+    b = layer.bias.detach()
+    assert torch.allclose(layer.bias.grad, 0.5 * b.sign() + 0.25 * 2 * b)
+
+
+def test_weight_penalty_over_a_whole_alexnet():
+    torch.manual_seed(0)
+    model = AlexNet(image_size=67)
+    l1 = sum(p.abs().sum() for p in model.parameters())
+    l2 = sum(p.pow(2).sum() for p in model.parameters())
+    got = train.weight_penalty(model, 5e-6, 9.5e-5)
+    assert got.item() == pytest.approx((5e-6 * l1 + 9.5e-5 * l2).item(), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# Optimizers
+
+def test_study_optimizers_and_learning_rates():
+    assert train.OPTIMIZERS["sgd"][:2] == (torch.optim.SGD, 0.1)
+    assert train.OPTIMIZERS["adagrad"][:2] == (torch.optim.Adagrad, 0.01)
+    assert train.OPTIMIZERS["adam"][:2] == (torch.optim.Adam, 1e-4)
+    assert train.OPTIMIZERS["sgd-momentum"][2] == {"momentum": 0.9}
+
+
+@pytest.mark.parametrize("name", sorted(train.OPTIMIZERS))
+def test_every_optimizer_takes_a_step_that_changes_the_weights(name):
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3)
+    before = [p.detach().clone() for p in layer.parameters()]
+    opt = train.make_optimizer(name, layer.parameters(), 0.05)
+    cls, _, extra = train.OPTIMIZERS[name]
+    assert isinstance(opt, cls)
+    assert opt.param_groups[0]["lr"] == 0.05
+    for key, value in extra.items():
+        assert opt.param_groups[0][key] == value
+    loss = layer(torch.randn(8, 4)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(not torch.equal(b, p.detach()) for b, p in zip(before, layer.parameters()))
+
+
+def test_defaults_are_the_studys_baseline():
+    d = train.DEFAULTS
+    assert (d["optimizer"], d["lr"], d["activation"], d["dropout"], d["l1"], d["l2"]) == ("adam", 1e-4, "relu", 0.0, 0.0, 0.0)
+    assert (d["batch_size"], d["image_size"], d["dataset"], d["regime"]) == (64, 227, "cifar10", "subset")
+
+
+def test_resolve_device_and_precision():
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    assert train.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert train.resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    if not torch.cuda.is_available():
+        assert train.resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_atomic_save_and_load_checkpoint(tmp_path):
+    path = str(tmp_path / "sub" / "x.pt")
+    train.atomic_save({"a": torch.arange(3), "h": [1.0, 2.0], "n": None}, path)
+    assert os.listdir(tmp_path / "sub") == ["x.pt"]  # no temporary left behind
+    got = train.load_checkpoint(path)
+    assert torch.equal(got["a"], torch.arange(3)) and got["h"] == [1.0, 2.0] and got["n"] is None
+
+
+def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
+    import random
+    import numpy as np
+    train.seed_everything(3)
+    path = str(tmp_path / "rng.pt")
+    train.atomic_save({"rng": train._rng_state()}, path)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    train.seed_everything(99)
+    train._set_rng_state(train.load_checkpoint(path)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+# ---------------------------------------------------------------------------
+# train_run
+
+@pytest.fixture(scope="module")
+def tiny_split(mnist_dir):
+    ds = data.load_dataset("mnist", str(mnist_dir), 67, download=False)
+    train_idx, val_idx = data.split_indices(len(ds.train_labels), "subset", 32, 16)
+    split = train.Split(ds, train_idx, val_idx, 16, 16, 67, torch.device("cpu"))
+    return ds, split
+
+
+def config(**changes):
+    return {**train.DEFAULTS, "dataset": "mnist", "image_size": 67, "batch_size": 16, "epochs": 2,
+            "train_size": 32, "val_size": 16, "test_size": 16, "device": "cpu", "precision": "fp32", **changes}
+
+
+def test_split_shares_the_training_images_and_caps_the_test_set(tiny_split):
+    ds, split = tiny_split
+    assert len(split.train.indices) == 32 and len(split.val.indices) == 16 and len(split.test.indices) == 16
+    assert split.train.train and not split.val.train and not split.test.train
+    assert split.val.images is split.train.images
+    assert split.test.indices.tolist() == list(range(16))
+    assert not set(split.train.indices.tolist()) & set(split.val.indices.tolist())
+
+
+def test_train_run_returns_a_complete_record(tiny_split, capsys):
+    ds, split = tiny_split
+    rec = train.train_run(config(), split, ds.num_classes, None, "probe")
+    assert rec["status"] == "completed"
+    assert rec["epochs_completed"] == 2
+    for key in ("loss", "train_acc", "val_acc"):
+        assert len(rec["history"][key]) == 2
+    assert all(math.isfinite(v) and v > 0 for v in rec["history"]["loss"])
+    assert all(0 <= v <= 1 for v in rec["history"]["train_acc"] + rec["history"]["val_acc"])
+    assert 0 <= rec["test_acc"] <= 1
+    # accuracies are counts over 32 training / 16 validation / 16 test images
+    assert all((v * 32).is_integer() for v in rec["history"]["train_acc"])
+    assert (rec["test_acc"] * 16).is_integer()
+    assert rec["best_val_acc"] == max(rec["history"]["val_acc"])
+    model = AlexNet(num_classes=10, image_size=67)
+    model.load_state_dict(rec["model"])  # strict: the plain module's keys
+    assert "probe epoch 2/2" in capsys.readouterr().out
+
+
+def test_train_run_is_deterministic_for_a_seed(tiny_split):
+    ds, split = tiny_split
+    a = train.train_run(config(epochs=1), split, ds.num_classes)
+    b = train.train_run(config(epochs=1), split, ds.num_classes)
+    c = train.train_run(config(epochs=1, seed=1), split, ds.num_classes)
+    assert a["history"] == b["history"] and a["test_acc"] == b["test_acc"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert not torch.equal(a["model"]["conv1.weight"], c["model"]["conv1.weight"])
+
+
+def test_training_lowers_the_loss_on_a_learnable_task(tiny_split):
+    ds, split = tiny_split
+    rec = train.train_run(config(epochs=3, lr=3e-4), split, ds.num_classes)
+    assert rec["history"]["loss"][-1] < rec["history"]["loss"][0]
+
+
+def test_train_acc_eval_mode(tiny_split):
+    ds, split = tiny_split
+    rec = train.train_run(config(epochs=1, train_acc="eval", dropout=0.5), split, ds.num_classes)
+    assert rec["status"] == "completed" and len(rec["history"]["train_acc"]) == 1
+    assert (rec["history"]["train_acc"][0] * 32).is_integer()
+
+
+def test_weight_penalty_enters_the_reported_loss(tiny_split):
+    ds, split = tiny_split
+    plain = train.train_run(config(epochs=1), split, ds.num_classes)
+    penalised = train.train_run(config(epochs=1, l2=1e-2), split, ds.num_classes)
+    assert penalised["history"]["loss"][0] > plain["history"]["loss"][0] + 1
+
+
+def test_in_process_resume_reproduces_the_uninterrupted_run(tiny_split, tmp_path, capsys):
+    """A 3-epoch run leaves a resume checkpoint after epoch 2; a second call on it
+    resumes there and must end exactly where the first run ended (dropout on, so the
+    global RNG state has to be restored too)."""
+    ds, split = tiny_split
+    cfg = config(epochs=3, dropout=0.3)
+    resume = str(tmp_path / "run.resume.pt")
+    first = train.train_run(cfg, split, ds.num_classes, resume, "first")
+    state = train.load_checkpoint(resume)
+    assert state["epoch"] == 2 and state["config"] == cfg  # not rewritten after the last epoch
+    assert state["history"]["loss"] == first["history"]["loss"][:2]
+    capsys.readouterr()
+    second = train.train_run(cfg, split, ds.num_classes, resume, "second")
+    assert "second: resuming from epoch 3 of 3" in capsys.readouterr().out
+    assert second["history"] == first["history"]
+    assert second["test_acc"] == first["test_acc"]
+    assert all(torch.equal(first["model"][k], second["model"][k]) for k in first["model"])
+
+
+def test_checkpoint_every(tiny_split, tmp_path):
+    ds, split = tiny_split
+    resume = str(tmp_path / "r.pt")
+    train.train_run(config(epochs=3, checkpoint_every=2), split, ds.num_classes, resume)
+    assert train.load_checkpoint(resume)["epoch"] == 2
+    resume2 = str(tmp_path / "r2.pt")
+    train.train_run(config(epochs=2, checkpoint_every=2), split, ds.num_classes, resume2)
+    assert not os.path.exists(resume2)  # its only multiple of 2 is the last epoch
+
+
+def test_resume_file_for_another_config_is_ignored(tiny_split, tmp_path, capsys):
+    ds, split = tiny_split
+    resume = str(tmp_path / "run.resume.pt")
+    train.train_run(config(epochs=2), split, ds.num_classes, resume, "a")
+    capsys.readouterr()
+    rec = train.train_run(config(epochs=2, lr=2e-4), split, ds.num_classes, resume, "b")
+    out = capsys.readouterr().out
+    assert "ignoring" in out and "resuming" not in out
+    assert rec["epochs_completed"] == 2 and rec["status"] == "completed"
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1e12), ("adam", 1e6)])
+def test_huge_learning_rate_diverges(tiny_split, capsys, optimizer, lr):
+    ds, split = tiny_split
+    rec = train.train_run(config(epochs=3, optimizer=optimizer, lr=lr), split, ds.num_classes, None, "boom")
+    assert rec["status"] == "diverged"
+    assert rec["test_acc"] is None
+    assert rec["epochs_completed"] < 3
+    assert all(math.isfinite(v) for v in rec["history"]["loss"])  # the non-finite epoch is not recorded
+    assert "diverged" in capsys.readouterr().out
+
+
+def test_bf16_autocast_on_cpu(tiny_split):
+    ds, split = tiny_split
+    rec = train.train_run(config(epochs=1, precision="bf16"), split, ds.num_classes)
+    assert rec["status"] == "completed" and math.isfinite(rec["history"]["loss"][0])
+    assert all(v.dtype == torch.float32 for v in rec["model"].values())  # weights stay fp32
