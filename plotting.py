@@ -6,8 +6,9 @@
 For each experiment: loss, training accuracy and validation accuracy against
 epoch (one line per setting, the mean over seeds with a band of one standard
 deviation where there are several), and the final test accuracy per setting
-(error bars over seeds; against the value itself, on a log axis for learning
-rates, where the sweep varies one number).
+(error bars over seeds), and, where the sweep varies one number, the final
+validation and test accuracy against that number (<experiment>_hparam.png, on a
+log axis for learning rates).
 """
 import argparse
 import glob
@@ -45,6 +46,20 @@ def _mean_std(rows: list) -> tuple:
     with warnings.catch_warnings():  # an epoch that every run has left is all-NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(padded, axis=0), np.nanstd(padded, axis=0)
+
+
+def mean_std_of(values: list) -> tuple:
+    """Mean and sample std (0 for a single value; NaN mean for none)."""
+    if not values:
+        return float("nan"), 0.0
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _save(fig, plt, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _numeric_axis(groups: dict):
@@ -85,36 +100,39 @@ def plot_experiment(results: dict, images_dir: str) -> list:
         ax.grid(alpha=0.3)
         if groups:
             ax.legend(fontsize=8)
-        path = os.path.join(images_dir, f"{experiment}_{key}.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, plt, os.path.join(images_dir, f"{experiment}_{key}.png")))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     names = list(groups)
-    test = [[r["test_acc"] for r in groups[n] if r.get("test_acc") is not None] for n in names]
-    means = np.array([np.mean(t) if t else np.nan for t in test])
-    stds = np.array([np.std(t, ddof=1) if len(t) > 1 else 0.0 for t in test])
+    finals = {n: [r for r in groups[n] if r["status"] == "completed"] for n in names}
+    test = [mean_std_of([r["test_acc"] for r in finals[n]]) for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.bar(range(len(names)), [m for m, _ in test], yerr=[s for _, s in test], capsize=4,
+           color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    several = any(len(finals[n]) > 1 for n in names)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{experiment}: test accuracy" + (" (mean ± std over seeds)" if several else ""))
+    ax.grid(alpha=0.3, axis="y")
+    written.append(_save(fig, plt, os.path.join(images_dir, f"{experiment}_test_acc.png")))
+
     axis = _numeric_axis(groups)
-    if axis:
+    if axis:  # final accuracies against the swept value itself
         values = np.array([groups[n][0]["params"][axis] for n in names], dtype=float)
         order = np.argsort(values)
-        ax.errorbar(values[order], means[order], yerr=stds[order], marker="o", capsize=4)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for key, label in (("val_acc", "final validation accuracy"), ("test_acc", "test accuracy")):
+            pairs = [mean_std_of([r["test_acc"] if key == "test_acc" else r["history"]["val_acc"][-1]
+                                  for r in finals[n]]) for n in names]
+            means, stds = np.array(pairs, dtype=float).T
+            ax.errorbar(values[order], means[order], yerr=stds[order], marker="o", capsize=4, label=label)
         if axis == "lr":
             ax.set_xscale("log")
         ax.set_xlabel(axis)
-    else:
-        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{experiment}: test accuracy" + (" (mean ± std over seeds)" if stds.any() else ""))
-    ax.grid(alpha=0.3, axis="y")
-    path = os.path.join(images_dir, f"{experiment}_test_acc.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{experiment}: accuracy against {axis}" + (" (mean ± std over seeds)" if several else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        written.append(_save(fig, plt, os.path.join(images_dir, f"{experiment}_hparam.png")))
     return written
 
 

@@ -157,7 +157,10 @@ def _json_safe(value):
 
 
 def write_results(out: str, results: dict) -> None:
+    """results/<experiment>.json with its summary over seeds, and a CSV of its runs."""
+    import stats
     experiment = results["experiment"]
+    results["summary"], results["best"] = stats.summarize(results)
     atomic_write_text(results_path(out, experiment), json.dumps(_json_safe(results), indent=1, allow_nan=False))
     buf = io.StringIO()
     param_keys = sorted({k for run in results["runs"] for k in run["params"]})
@@ -197,11 +200,20 @@ def print_table(runs: list) -> None:
 # The sweep
 
 def main(experiment: str, doc: str, values: list, make_run, settings: dict, values_help: str,
-         argv=None) -> int:
+         argv=None, add_flags=None, prepare=None) -> int:
     """Parse the command line, train every (setting, seed) not yet complete, and
-    leave checkpoints, results, plots and a table. Returns the exit code."""
+    leave checkpoints, results, plots and a table. Returns the exit code.
+    A script with flags of its own adds them with add_flags(parser); prepare(args)
+    may then return the make_run to use."""
     parser = build_parser(experiment, doc, values, settings, values_help)
+    if add_flags:
+        add_flags(parser)
     args = parser.parse_args(argv)
+    if prepare:
+        try:
+            make_run = prepare(args) or make_run
+        except ValueError as err:
+            parser.error(str(err))
     try:
         sweep = [make_run(v) for v in (args.values or values)]
     except ValueError as err:
@@ -290,6 +302,11 @@ def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
     plotting.plot_experiment(results, os.path.join(args.out, "images"))
     print()
     print_table([r for r in results["runs"] if (r["name"], r["seed"]) in current])
+    best = results.get("best")
+    if best:
+        print(f"\nbest by mean validation accuracy: {best['setting']}")
+        if best["at_edge"]:
+            print("it lies at the edge of the swept range: widen the range (--values) before calling it optimal")
     print(f"\nresults: {results_path(args.out, experiment)}  checkpoints: {models_dir}  "
           f"plots: {os.path.join(args.out, 'images', experiment)}_*.png")
     if failed:
