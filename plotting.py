@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -145,11 +146,14 @@ def main(argv=None) -> int:
     names = args.experiments or sorted(os.path.basename(f)[:-5]
                                        for f in glob.glob(os.path.join(args.out, "results", "*.json")))
     if not names:
-        p.exit(1, f"no results files in {os.path.join(args.out, 'results')}; run a main_*.py script first\n")
+        print(f"error: no results files in {os.path.join(args.out, 'results')}; run a main_*.py script first",
+              file=sys.stderr)
+        return 1
     for name in names:
         path = os.path.join(args.out, "results", f"{name}.json")
         if not os.path.exists(path):
-            p.exit(1, f"{path} does not exist; run main_{name}.py first\n")
+            print(f"error: {path} does not exist; run main_{name}.py first", file=sys.stderr)
+            return 1
         with open(path) as f:
             for written in plot_experiment(json.load(f), os.path.join(args.out, "images")):
                 print(written)

@@ -137,7 +137,7 @@ def read_results(out: str, experiment: str) -> dict:
 
 def atomic_write_text(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp"  # a fixed name: a write killed midway leaves one stale file, replaced next time
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()

@@ -158,7 +158,7 @@ def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> fl
 
 def atomic_save(obj, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp"  # a fixed name: a write killed midway leaves one stale file, replaced next time
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
