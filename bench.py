@@ -59,6 +59,13 @@ def study_loader(images, labels, image_size, train, batch_size=64):
                                        batch_size=batch_size, shuffle=train, num_workers=0)
 
 
+def study_model_and_optimizer(config, num_classes, device):
+    """The same AlexNet, in fp32 and the default memory format, with torch's default Adam."""
+    model, _, _ = build_model({**config, "precision": "fp32"}, num_classes, device)
+    model = model.to(memory_format=torch.contiguous_format)
+    return model, torch.optim.Adam(model.parameters(), lr=config["lr"])
+
+
 def study_step(model, optimizer, x, y):
     optimizer.zero_grad()
     loss = F.cross_entropy(model(x), y)
@@ -103,8 +110,7 @@ def bench_steps(args, device, precision):
     ours_batches = _forever(lambda: split.train.batches(0, next(epoch)))
 
     seed_everything(0)
-    study_model, study_opt, _ = build_model({**config, "precision": "fp32"}, 10, device)
-    study_model = study_model.to(memory_format=torch.contiguous_format)
+    study_model, study_opt = study_model_and_optimizer(config, 10, device)
     study_batches = _forever(lambda: iter(study_loader(images, labels, args.image_size, True, args.batch_size)))
 
     def ours(steps):
@@ -147,8 +153,7 @@ def bench_job(args, device, precision):
 
     start = time.perf_counter()
     seed_everything(0)
-    model, optimizer, _ = build_model({**config, "precision": "fp32"}, dataset.num_classes, device)
-    model = model.to(memory_format=torch.contiguous_format)
+    model, optimizer = study_model_and_optimizer(config, dataset.num_classes, device)
     pick = lambda images, labels, idx: (images[idx], labels[idx])
     train_loader = study_loader(*pick(dataset.train_images, dataset.train_labels, train_idx), args.image_size, True)
     train_eval = study_loader(*pick(dataset.train_images, dataset.train_labels, train_idx), args.image_size, False)

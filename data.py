@@ -275,8 +275,9 @@ def transform_batch(images: torch.Tensor, image_size: int, flip: torch.Tensor | 
     if flip is not None:
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if x.shape[-2:] != (image_size, image_size):
+        # antialiasing, as PIL does, matters only when shrinking
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
+                          align_corners=False, antialias=image_size < max(x.shape[-2:]))
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     scale, shift = _normalisation(x.device)
