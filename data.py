@@ -297,13 +297,14 @@ class DeviceLoader:
     """Batches of (inputs, labels) from a uint8 tensor held on the training device.
 
     Training order and flips for an epoch come from a CPU generator seeded with
-    (seed, epoch), so an epoch's batches are the same on every device and after
-    a resume.
+    (seed, epoch), so an epoch's batches are the same on every device, after a
+    resume, and for any number of processes: with world_size > 1 each rank
+    yields its share (every world_size-th image) of each global batch.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
                  batch_size: int, image_size: int, device: torch.device, train: bool,
-                 channels_last: bool = False):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.indices = indices.to(device)
@@ -312,9 +313,13 @@ class DeviceLoader:
         self.device = device
         self.train = train
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return (len(self.indices) + self.batch_size - 1) // self.batch_size
+
+    def global_batch_size(self, step: int) -> int:
+        return min(self.batch_size, len(self.indices) - step * self.batch_size)
 
     def batches(self, seed: int = 0, epoch: int = 0):
         n = len(self.indices)
@@ -325,7 +330,8 @@ class DeviceLoader:
             flips = (torch.rand(n, generator=g) < FLIP_P).to(self.device)
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
-            pos = order[start:start + self.batch_size]
+            # under torchrun each process takes its share of the same global batch
+            pos = order[start:start + self.batch_size][self.rank::self.world_size]
             idx = self.indices[pos]
             x = transform_batch(self.images[idx], self.image_size, None if flips is None else flips[pos])
             yield x.contiguous(memory_format=self.memory_format), self.labels[idx]

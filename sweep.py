@@ -231,29 +231,54 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
 def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
     # imported here so that --help and bad flags answer without loading torch's kernels
     import torch
+    import torch.distributed as dist
     import data
-    import plotting
-    from train import Split, atomic_save, resolve_device, resolve_precision, train_run
+    from train import resolve_device
 
     try:
         dataset = data.load_dataset(base["dataset"], base["data_dir"], base["image_size"])
     except data.DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    # under torchrun: one process per device, DistributedDataParallel inside each run
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         device = resolve_device(base["device"])
+        if world > 1 and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
         torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as err:
+    except (RuntimeError, AssertionError, ValueError) as err:
         print(f"error: device {base['device']!r} is not available here ({err})".split("\n")[0], file=sys.stderr)
         return 1
-    base["device"] = str(device) if base["device"] == "auto" else base["device"]
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            return _sweep(experiment, sweep, base, args, dataset, device)
+        finally:
+            dist.destroy_process_group()
+    return _sweep(experiment, sweep, base, args, dataset, device)
+
+
+def _sweep(experiment, sweep, base, args, dataset, device) -> int:
+    import torch
+    import data
+    import plotting
+    from train import Split, atomic_save, dist_rank_world, resolve_precision, train_run
+
+    rank, world = dist_rank_world()
+    lead = rank == 0  # only rank 0 prints and writes checkpoints, results and plots
+    say = print if lead else (lambda *a, **k: None)
+    # the same config on every rank and for any number of processes
+    base["device"] = (device.type if world > 1 else str(device)) if base["device"] == "auto" else base["device"]
     base["precision"] = resolve_precision(base["precision"], device)
     train_idx, val_idx = data.split_indices(len(dataset.train_labels), base["regime"],
                                             base["train_size"], base["val_size"])
     split = Split(dataset, train_idx, val_idx, base["test_size"], base["batch_size"], base["image_size"], device)
-    print(f"{experiment}: {len(sweep)} settings x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
-          f"{len(train_idx)} train / {len(val_idx)} val / {len(split.test.indices)} test images at "
-          f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}", flush=True)
+    say(f"{experiment}: {len(sweep)} settings x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
+        f"{len(train_idx)} train / {len(val_idx)} val / {len(split.test.indices)} test images at "
+        f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}"
+        + (f", {world} processes" if world > 1 else ""), flush=True)
 
     results = read_results(args.out, experiment)
     by_key = {(r["name"], r["seed"]): r for r in results["runs"]}
@@ -266,12 +291,14 @@ def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
             stem = name if args.seeds == 1 else f"{name}_seed{config['seed']}"
             old = by_key.get((name, config["seed"]))
             if old and old["status"] in ("completed", "diverged") and old["config"] == config and not args.fresh:
-                print(f"{desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
-                      f"(--fresh retrains it)", flush=True)
+                say(f"{desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
+                    f"(--fresh retrains it)", flush=True)
                 continue
             resume_path = os.path.join(models_dir, f"{stem}.resume.pt")
-            if args.fresh and os.path.exists(resume_path):
+            if args.fresh and lead and os.path.exists(resume_path):
                 os.remove(resume_path)
+            if world > 1:
+                torch.distributed.barrier()  # no rank may look for the resume file before it is gone
             record = {"name": name, "params": params, "seed": config["seed"], "config": config}
             try:
                 outcome = train_run(config, split, dataset.num_classes, resume_path, desc)
@@ -279,7 +306,7 @@ def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
                 raise
             except Exception as err:  # one failing run must not end the sweep
                 message = f"{type(err).__name__}: {err}".strip()
-                print(f"{desc}: failed ({message.splitlines()[0]})", file=sys.stderr, flush=True)
+                say(f"{desc}: failed ({message.splitlines()[0]})", file=sys.stderr, flush=True)
                 record.update(status="failed", error=message, history={"loss": [], "train_acc": [], "val_acc": []},
                               test_acc=None, best_val_acc=None, epochs_completed=0)
                 failed.append(desc)
@@ -287,16 +314,21 @@ def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
                     torch.cuda.empty_cache()
             else:
                 state_dict = outcome.pop("model")
-                record.update(outcome)
-                atomic_save({"model": state_dict, "config": config, "history": record["history"],
-                             "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
-                             "status": record["status"], "experiment": experiment, "name": name},
-                            os.path.join(models_dir, f"{stem}.pt"))
+                record.update(outcome, world_size=world)
+                if lead:
+                    atomic_save({"model": state_dict, "config": config, "history": record["history"],
+                                 "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
+                                 "status": record["status"], "experiment": experiment, "name": name},
+                                os.path.join(models_dir, f"{stem}.pt"))
             by_key[(name, config["seed"])] = record
             results["runs"] = list(by_key.values())
-            write_results(args.out, results)
-            if os.path.exists(resume_path) and record["status"] != "failed":
-                os.remove(resume_path)
+            if lead:
+                write_results(args.out, results)
+                if os.path.exists(resume_path) and record["status"] != "failed":
+                    os.remove(resume_path)
+
+    if not lead:
+        return 1 if failed else 0
 
     current = {(name, base["seed"] + k) for name, _ in sweep for k in range(args.seeds)}
     plotting.plot_experiment(results, os.path.join(args.out, "images"))

@@ -115,24 +115,47 @@ def weight_penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor
     return total
 
 
+def dist_rank_world() -> tuple:
+    """(rank, world size) of this process: (0, 1) unless torchrun started a process group."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist_rank_world()[1] > 1:
+        import torch.distributed as dist
+        dist.all_reduce(t)
+    return t
+
+
 def make_train_step(model, optimizer, scaler, precision: str, l1: float = 0.0, l2: float = 0.0,
                     forward=None):
-    """One optimisation step on a batch; returns the detached loss and logits,
-    left on the device so that nothing waits for the GPU."""
+    """One optimisation step on a batch; what it returns stays on the device, so
+    that nothing waits for the GPU."""
     device = next(model.parameters()).device
     forward = model if forward is None else forward
 
-    def step(x, y):
+    def step(x, y, weight=None):
+        """weight scales the summed cross-entropy: 1 / len(y) (the default) makes it the
+        batch mean; world_size / global batch size makes DDP's gradient averaging
+        over processes give the mean over the global batch. Returns the summed
+        objective (cross-entropy plus penalty per image) and the logits."""
         with autocast(device, precision):
             logits = forward(x)
-            loss = F.cross_entropy(logits, y)
+            ce_sum = F.cross_entropy(logits, y, reduction="sum")
+        loss = ce_sum * (1.0 / max(len(y), 1) if weight is None else weight)
+        objective_sum = ce_sum.detach().float()
         if l1 or l2:
-            loss = loss + weight_penalty(model, l1, l2)
+            penalty = weight_penalty(model, l1, l2)
+            loss = loss + penalty
+            objective_sum = objective_sum + penalty.detach() * len(y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        return loss.detach(), logits.detach()
+        return objective_sum, logits.detach()
 
     return step
 
@@ -156,7 +179,7 @@ def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> fl
     for x, y in loader.batches():
         with autocast(loader.device, precision):
             correct += (model(x).argmax(1) == y).sum()
-    return correct.item() / max(len(loader.indices), 1)
+    return all_reduce_sum(correct).item() / max(len(loader.indices), 1)
 
 
 # ---------------------------------------------------------------------------
@@ -204,22 +227,24 @@ class Split:
 
     def __init__(self, dataset, train_idx, val_idx, test_size, batch_size, image_size, device,
                  eval_batch_size=None):
-        channels_last = device.type == "cuda"
         eval_bs = eval_batch_size or (512 if device.type == "cuda" else 128)
         test_idx = torch.arange(len(dataset.test_labels))[:test_size]
+        rank, world = dist_rank_world()
+        opts = dict(channels_last=device.type == "cuda", rank=rank, world_size=world)
         self.train = DeviceLoader(dataset.train_images, dataset.train_labels, train_idx, batch_size,
-                                  image_size, device, train=True, channels_last=channels_last)
+                                  image_size, device, train=True, **opts)
         # the same device-resident images, walked in order without augmentation
         self.train_eval = DeviceLoader(self.train.images, self.train.labels, train_idx, eval_bs,
-                                       image_size, device, train=False, channels_last=channels_last)
+                                       image_size, device, train=False, **opts)
         self.val = DeviceLoader(self.train.images, self.train.labels, val_idx, eval_bs,
-                                image_size, device, train=False, channels_last=channels_last)
+                                image_size, device, train=False, **opts)
         self.test = DeviceLoader(dataset.test_images, dataset.test_labels, test_idx, eval_bs,
-                                 image_size, device, train=False, channels_last=channels_last)
+                                 image_size, device, train=False, **opts)
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr if sys.stderr.isatty() else sys.stdout, flush=True)
+    if dist_rank_world()[0] == 0:
+        print(msg, file=sys.stderr if sys.stderr.isatty() else sys.stdout, flush=True)
 
 
 def train_run(config: dict, split: Split, num_classes: int, resume_path: str | None = None,
@@ -247,32 +272,39 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
         else:
             _log(f"{desc}: ignoring {resume_path}, written for a different config")
 
-    step_model = torch.compile(model) if config["compile"] else model
+    rank, world = dist_rank_world()
+    step_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config["compile"]:
+        step_model = torch.compile(step_model)
     train_step = make_train_step(model, optimizer, scaler, precision, config["l1"], config["l2"], step_model)
-    tty = sys.stderr.isatty()
+    tty = sys.stderr.isatty() and rank == 0
     status, started = "completed", time.perf_counter()
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
+        # objective sum, correct, images (float64 where the device has it: exact counts, no overflow)
+        totals = torch.zeros(3, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
         bar = tqdm(split.train.batches(config["seed"], epoch), total=len(split.train), leave=False,
                    desc=f"{desc} epoch {epoch + 1}/{config['epochs']}", disable=not tty, dynamic_ncols=True)
         refresh = max(1, len(split.train) // 4)
         for step, (x, y) in enumerate(bar):
-            loss, logits = train_step(x, y)
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+            objective_sum, logits = train_step(x, y, world / split.train.global_batch_size(step))
+            totals[0] += objective_sum
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += len(y)
             if tty and (step + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+                loss_now, correct_now, seen_now = totals.tolist()
+                bar.set_postfix(loss=f"{loss_now / seen_now:.4f}", acc=f"{correct_now / seen_now:.3f}")
         bar.close()
-        mean_loss = loss_sum.item() / max(seen, 1)
+        loss_total, correct, seen = all_reduce_sum(totals).tolist()
+        mean_loss = loss_total / max(seen, 1)
         if not math.isfinite(mean_loss):
             status = "diverged"
             _log(f"{desc}: loss is {mean_loss} in epoch {epoch + 1}; stopping this run as diverged")
             break
-        train_acc = (correct.item() / max(seen, 1) if config["train_acc"] == "epoch"
+        train_acc = (correct / max(seen, 1) if config["train_acc"] == "epoch"
                      else evaluate(step_model, split.train_eval, precision))
         val_acc = evaluate(step_model, split.val, precision)
         history["loss"].append(mean_loss)
@@ -281,7 +313,7 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
         _log(f"{desc} epoch {epoch + 1}/{config['epochs']}: loss {mean_loss:.4f}  "
              f"train_acc {train_acc:.4f}  val_acc {val_acc:.4f}")
         last = epoch + 1 == config["epochs"]
-        if resume_path and not last and (epoch + 1) % config["checkpoint_every"] == 0:
+        if resume_path and rank == 0 and not last and (epoch + 1) % config["checkpoint_every"] == 0:
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "epoch": epoch + 1, "history": history,
                          "rng": _rng_state(), "config": config}, resume_path)

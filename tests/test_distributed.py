@@ -1,0 +1,59 @@
+"""torchrun: two gloo processes on CPU train the same sweep as one process with the
+same global batch. Each rank takes half of every global batch and DDP averages the
+gradients, so the per-epoch losses agree up to the order of floating-point sums."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+LOSS_RTOL = 1e-6  # relative; float sums in another order (seen: 4e-8), compounded over 6 Adam steps
+
+
+def command(launcher, data_dir, out):
+    return [*launcher, "main_weight_regularization.py", "--values", "0,0", "1e-4,1e-4",
+            "--dataset", "mnist", "--data-dir", str(data_dir), "--image-size", "67",
+            "--train-size", "41", "--val-size", "16", "--test-size", "16", "--batch-size", "16",
+            "--epochs", "2", "--precision", "fp32", "--device", "cpu", "--out", str(out)]
+
+
+def run(cmd, log):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=300, env=env)
+    text = open(log).read()
+    assert proc.returncode == 0, text
+    return text
+
+
+def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    run(command([sys.executable], mnist_dir, single), tmp_path / "single.log")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    text = run(command(torchrun, mnist_dir, multi), tmp_path / "multi.log")
+    assert "2 processes" in text
+    assert text.count("weight_regularization: 2 settings") == 1  # only rank 0 prints
+
+    with open(single / "results" / "weight_regularization.json") as f:
+        one = {r["name"]: r for r in json.load(f)["runs"]}
+    with open(multi / "results" / "weight_regularization.json") as f:
+        two = {r["name"]: r for r in json.load(f)["runs"]}
+    assert one.keys() == two.keys() == {"l1_0_l2_0", "l1_0.0001_l2_0.0001"}
+    for name in one:
+        assert two[name]["status"] == "completed" and two[name]["world_size"] == 2
+        assert one[name]["world_size"] == 1
+        assert two[name]["config"] == one[name]["config"]
+        # 41 images in global batches of 16, 16 and 9: the last splits unevenly, 5 / 4
+        assert torch.allclose(torch.tensor(two[name]["history"]["loss"], dtype=torch.float64),
+                              torch.tensor(one[name]["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)
+        ckpt = torch.load(multi / "models" / "weight_regularization" / f"{name}.pt", weights_only=True,
+                          map_location="cpu")
+        assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert sorted(os.listdir(multi / "models" / "weight_regularization")) == \
+        ["l1_0.0001_l2_0.0001.pt", "l1_0_l2_0.pt"]
