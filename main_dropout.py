@@ -17,7 +17,7 @@ SETTINGS = dict(regime="full", epochs=50)
 
 
 def make_run(value: str):
-    p = sweep.nonneg_float(value, "dropout")
+    p = sweep.parse_number(value, "dropout", allow_zero=True)
     if p >= 1:
         raise ValueError(f"dropout {value!r} must lie in [0, 1)")
     return f"p{sweep.fmt(p)}", {"dropout": p}

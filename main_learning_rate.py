@@ -15,7 +15,7 @@ SETTINGS = dict(regime="subset", epochs=25)
 
 
 def make_run(value: str):
-    lr = sweep.positive_float(value, "learning rate")
+    lr = sweep.parse_number(value, "learning rate")
     return f"lr_{sweep.fmt(lr)}", {"lr": lr}
 
 

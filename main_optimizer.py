@@ -21,7 +21,7 @@ def make_run(value: str):
     name, _, lr_text = value.partition(":")
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    lr = sweep.positive_float(lr_text, "learning rate") if lr_text else OPTIMIZERS[name][1]
+    lr = sweep.parse_number(lr_text, "learning rate") if lr_text else OPTIMIZERS[name][1]
     return f"{name}_lr{sweep.fmt(lr)}", {"optimizer": name, "lr": lr}
 
 

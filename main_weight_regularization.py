@@ -19,7 +19,7 @@ def make_run(value: str):
     parts = value.split(",")
     if len(parts) != 2:
         raise ValueError(f"{value!r} is not an L1,L2 pair such as 5e-6,9.5e-5")
-    l1, l2 = (sweep.nonneg_float(p, "penalty") for p in parts)
+    l1, l2 = (sweep.parse_number(p, "penalty", allow_zero=True) for p in parts)
     return f"l1_{sweep.fmt(l1)}_l2_{sweep.fmt(l2)}", {"l1": l1, "l2": l2}
 
 

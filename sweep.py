@@ -13,6 +13,7 @@ import math
 import os
 import sys
 
+from data import DATASETS, REGIMES
 from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -44,23 +45,14 @@ def image_size(text):
     return value
 
 
-def positive_float(text, what="value"):
+def parse_number(text: str, what: str = "value", allow_zero: bool = False) -> float:
+    """A finite number above zero (or at least zero); ValueError with one clear sentence otherwise."""
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"{what} {text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} {text!r} must be a positive number")
-    return value
-
-
-def nonneg_float(text, what="value"):
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{what} {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} {text!r} must be zero or a positive number")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{what} {text!r} must be {'zero or ' if allow_zero else ''}a positive number")
     return value
 
 
@@ -75,10 +67,10 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     d = lambda key: f"(default: {defaults[key]})"
     p.add_argument("--values", nargs="+", metavar="V", help=f"{values_help} (default: {' '.join(values)})")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder"],
+    p.add_argument("--dataset", choices=DATASETS,
                    help=f"dataset {d('dataset')}")
     p.add_argument("--data-dir", help=f"where the dataset lives or is downloaded to {d('data_dir')}")
-    p.add_argument("--regime", choices=["subset", "full"],
+    p.add_argument("--regime", choices=REGIMES,
                    help=f"subset: 9,000/1,000 of a fixed fifth; full: 45,000/5,000 {d('regime')}")
     p.add_argument("--epochs", type=positive_int, help=f"epochs per run {d('epochs')}")
     p.add_argument("--batch-size", type=positive_int, help=f"training batch size {d('batch_size')}")
@@ -132,7 +124,12 @@ def read_results(out: str, experiment: str) -> dict:
     if not os.path.exists(path):
         return {"experiment": experiment, "runs": []}
     with open(path) as f:
-        return json.load(f)
+        results = json.load(f)
+    runs = results.get("runs") if isinstance(results, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and {"name", "seed", "status"} <= r.keys()
+                                             for r in runs):
+        raise ValueError("it holds no list of runs")
+    return results
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -229,7 +226,6 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
 
 
 def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
-    # imported here so that --help and bad flags answer without loading torch's kernels
     import torch
     import torch.distributed as dist
     import data
@@ -280,7 +276,12 @@ def _sweep(experiment, sweep, base, args, dataset, device) -> int:
         f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}"
         + (f", {world} processes" if world > 1 else ""), flush=True)
 
-    results = read_results(args.out, experiment)
+    try:
+        results = read_results(args.out, experiment)
+    except ValueError as err:
+        say(f"error: {results_path(args.out, experiment)} is not a results file this script wrote ({err}); "
+            f"move it away or choose another --out", file=sys.stderr)
+        return 1
     by_key = {(r["name"], r["seed"]): r for r in results["runs"]}
     models_dir = os.path.join(args.out, "models", experiment)
     failed = []
