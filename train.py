@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -117,7 +118,6 @@ def weight_penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor
 
 def dist_rank_world() -> tuple:
     """(rank, world size) of this process: (0, 1) unless torchrun started a process group."""
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -125,7 +125,6 @@ def dist_rank_world() -> tuple:
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist_rank_world()[1] > 1:
-        import torch.distributed as dist
         dist.all_reduce(t)
     return t
 
@@ -188,7 +187,10 @@ def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> fl
 def atomic_save(obj, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp"  # a fixed name: a write killed midway leaves one stale file, replaced next time
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename, so a power cut leaves the old file or the new
     os.replace(tmp, path)
 
 

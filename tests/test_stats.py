@@ -447,8 +447,9 @@ def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monke
     assert f"best by mean validation accuracy: {expected}" in out
     assert "edge of the swept range" not in out
     # the table names each run with its seed, and the numeric sweep gets its hyperparameter plot
-    table = [line for line in out.splitlines() if line.startswith("lr_0.000")]
-    assert len(table) == 4
+    table = [line.split() for line in out.splitlines() if line.startswith("lr_0.000") and "completed" in line]
+    assert sorted((row[0], row[2]) for row in table) == [("lr_0.0001", "0"), ("lr_0.0001", "1"),
+                                                         ("lr_0.0003", "0"), ("lr_0.0003", "1")]
     assert (tmp_path / "images" / "learning_rate_hparam.png").read_bytes()[:4] == b"\x89PNG"
 
 
