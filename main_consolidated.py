@@ -8,10 +8,10 @@ results files under --out.
 Held fixed: batch 64, the "full" regime (45,000 / 5,000), 50 epochs (the
 study gave no script or regime for this model; these are its dropout study's).
 """
-import json
 import os
 import sys
 
+import stats
 import sweep
 
 EXPERIMENT = "consolidated"
@@ -41,10 +41,7 @@ def models_from_results(out: str) -> dict:
         path = os.path.join(out, "results", f"{ablation}.json")
         best = None
         if os.path.exists(path):
-            with open(path) as f:
-                results = json.load(f)
-            import stats
-            summary, best = stats.summarize(results)
+            summary, best = stats.summarize(sweep.read_results(out, ablation))
         if not best:
             print(f"--from-results: no completed {ablation} results in {path}; keeping the study's "
                   + ", ".join(f"{k}={sweep.fmt(chosen[k])}" for k in keys))

@@ -9,11 +9,11 @@ that states its uncertainty; the consolidated model against the baseline; and
 the study's published findings beside what these runs found.
 """
 import argparse
-import json
 import os
 import sys
 
 import stats
+from sweep import atomic_write_text, read_results
 
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
 
@@ -116,10 +116,8 @@ def build_report(out: str) -> str:
     results_dir = os.path.join(out, "results")
     found = {}
     for experiment in EXPERIMENTS:
-        path = os.path.join(results_dir, f"{experiment}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                found[experiment] = json.load(f)
+        if os.path.exists(os.path.join(results_dir, f"{experiment}.json")):
+            found[experiment] = read_results(out, experiment)
     if not found:
         raise FileNotFoundError(f"no results files in {results_dir}; run a main_*.py script first")
     images_dir = os.path.join(out, "images")
@@ -162,11 +160,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         text = build_report(args.out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     path = os.path.join(args.out, "results", "REPORT.md")
-    from sweep import atomic_write_text
     atomic_write_text(path, text)
     print(f"report written to {path}")
     return 0

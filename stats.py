@@ -92,7 +92,8 @@ def paired_comparison(a, b) -> dict:
     if n < 2:
         return out
     sd = float(d.std(ddof=1))
-    if sd == 0:
+    if sd <= 1e-9 * max(float(np.abs(d).max()), 1e-12):
+        # equal differences (up to float rounding: accuracies are counts / N): no spread to test
         return out
     se = sd / math.sqrt(n)
     half = t_ppf(0.975, n - 1) * se

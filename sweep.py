@@ -120,15 +120,25 @@ def results_path(out: str, experiment: str) -> str:
 
 
 def read_results(out: str, experiment: str) -> dict:
+    """The experiment's results file (an empty one if there is none yet); ValueError
+    with one sentence if the file is not one that write_results wrote."""
     path = results_path(out, experiment)
     if not os.path.exists(path):
         return {"experiment": experiment, "runs": []}
-    with open(path) as f:
-        results = json.load(f)
-    runs = results.get("runs") if isinstance(results, dict) else None
-    if not isinstance(runs, list) or not all(isinstance(r, dict) and {"name", "seed", "status"} <= r.keys()
-                                             for r in runs):
-        raise ValueError("it holds no list of runs")
+    problem = None
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except ValueError as err:
+        problem = str(err)
+    else:
+        runs = results.get("runs") if isinstance(results, dict) else None
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and {"name", "seed", "status"} <= r.keys()
+                                                 for r in runs):
+            problem = "it holds no list of runs"
+    if problem:
+        raise ValueError(f"{path} is not a results file this repository wrote ({problem}); "
+                         f"move it away or choose another --out")
     return results
 
 
@@ -279,8 +289,7 @@ def _sweep(experiment, sweep, base, args, dataset, device) -> int:
     try:
         results = read_results(args.out, experiment)
     except ValueError as err:
-        say(f"error: {results_path(args.out, experiment)} is not a results file this script wrote ({err}); "
-            f"move it away or choose another --out", file=sys.stderr)
+        say(f"error: {err}", file=sys.stderr)
         return 1
     by_key = {(r["name"], r["seed"]): r for r in results["runs"]}
     models_dir = os.path.join(args.out, "models", experiment)
