@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import data
-from train import DEFAULTS, PRECISIONS, Split, build_model, evaluate, make_train_step, resolve_device, \
+from train import DEFAULTS, PRECISIONS, Split, build_model, make_train_step, resolve_device, \
     resolve_precision, seed_everything
 
 

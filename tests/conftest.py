@@ -173,3 +173,22 @@ def lr_sweep(mnist_dir, tmp_path_factory):
     code, stdout, stderr = run_script("main_learning_rate",
                                       ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out, epochs=2)])
     return dict(out=out, code=code, stdout=stdout, stderr=stderr)
+
+
+def fabricated(table, key):
+    """A stand-in for train.train_run with known numbers: (best_val_acc, test_acc) =
+    table[(config[key], seed)]; the configs it was called with are in .calls."""
+    calls = []
+
+    import torch
+
+    def train_run(config, split, num_classes, resume_path=None, desc="run"):
+        calls.append(dict(config))
+        val, test = table[(config[key], config["seed"])]
+        return {"status": "completed",
+                "history": {"loss": [2.0 - val], "train_acc": [val], "val_acc": [val]},
+                "test_acc": test, "best_val_acc": val, "epochs_completed": 1, "train_seconds": 0.01,
+                "model": {"weight": torch.full((2, 2), val)}}
+
+    train_run.calls = calls
+    return train_run

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import data
-from conftest import IDX_STEMS, md5, write_cifar, write_idx, write_image_folder, write_mnist_like
+from conftest import md5, write_cifar, write_idx, write_image_folder, write_mnist_like
 
 
 # ---------------------------------------------------------------------------

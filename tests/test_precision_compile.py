@@ -1,6 +1,5 @@
 """Paths the README offers beyond the defaults: fp16 with a gradient scaler,
 --compile, and a read-only data folder that must not be written to."""
-import functools
 import os
 
 import pytest

@@ -16,25 +16,9 @@ import torch
 
 import report
 import train
-from conftest import load_results, run_script, tiny_argv
+from conftest import fabricated, load_results, run_script, tiny_argv
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def fabricated(table, key):
-    """A stand-in for train.train_run: (best_val_acc, test_acc) = table[(config[key], seed)]."""
-    calls = []
-
-    def train_run(config, split, num_classes, resume_path=None, desc="run"):
-        calls.append(dict(config))
-        val, test = table[(config[key], config["seed"])]
-        return {"status": "completed",
-                "history": {"loss": [2.0 - val], "train_acc": [val], "val_acc": [val]},
-                "test_acc": test, "best_val_acc": val, "epochs_completed": 1, "train_seconds": 0.01,
-                "model": {"weight": torch.full((2, 2), val)}}
-
-    train_run.calls = calls
-    return train_run
 
 
 # (best val acc, test acc) per seed 0, 1

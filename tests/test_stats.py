@@ -14,7 +14,7 @@ import torch
 
 import stats
 import train
-from conftest import load_results, run_script, tiny_argv
+from conftest import fabricated, load_results, run_script, tiny_argv
 
 # ---------------------------------------------------------------------------
 # Independent references: closed-form two-sided tails and quantiles of Student's t
@@ -455,22 +455,6 @@ def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monke
 
 # ---------------------------------------------------------------------------
 # --seeds with fabricated outcomes: a known best
-
-
-def fabricated(table, key):
-    """A stand-in for train.train_run returning (best_val_acc, test_acc) = table[(config[key], seed)]."""
-    calls = []
-
-    def train_run(config, split, num_classes, resume_path=None, desc="run"):
-        calls.append(dict(config))
-        val, test = table[(config[key], config["seed"])]
-        return {"status": "completed",
-                "history": {"loss": [2.0 - val], "train_acc": [val], "val_acc": [val]},
-                "test_acc": test, "best_val_acc": val, "epochs_completed": 1, "train_seconds": 0.01,
-                "model": {"weight": torch.full((2, 2), val)}}
-
-    train_run.calls = calls
-    return train_run
 
 
 LRS = ("1e-4", "3e-4", "1e-3")
