@@ -26,6 +26,19 @@ IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests are hermetic: a missing dataset must fail the same way on a machine that
+    could reach the dataset hosts, never download (the download path itself is
+    exercised with torchvision's download patched out)."""
+    import socket
+
+    def refuse(self, *args, **kwargs):
+        raise OSError("network access is disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
 # ---------------------------------------------------------------------------
 # Writers for the real formats
 

@@ -1,0 +1,39 @@
+"""bench.py in both modes, tiny: it trains both loops and writes its figures."""
+import json
+
+import bench
+
+
+def test_step_mode_writes_both_rates(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    code = bench.main(["--image-size", "67", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--rounds", "2",
+                       "--images", "64", "--device", "cpu", "--precision", "fp32", "--json", str(path)])
+    assert code == 0
+    result = json.loads(path.read_text())
+    assert result["mode"] == "steps" and result["device"] == "cpu" and result["precision"] == "fp32"
+    assert len(result["rounds"]["study"]) == len(result["rounds"]["ours"]) == 2
+    assert result["study_images_per_s"] > 0 and result["ours_images_per_s"] > 0
+    assert abs(result["ratio"] - result["ours_images_per_s"] / result["study_images_per_s"]) < 0.01
+    assert "median: study's way" in capsys.readouterr().out
+
+
+def test_job_mode_times_a_whole_run_both_ways(mnist_dir, tmp_path):
+    path = tmp_path / "job.json"
+    code = bench.main(["--job", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
+                       "--batch-size", "16", "--epochs", "1", "--train-size", "32", "--val-size", "16",
+                       "--test-size", "16", "--device", "cpu", "--precision", "fp32", "--json", str(path)])
+    assert code == 0
+    result = json.loads(path.read_text())
+    assert result["mode"] == "job" and (result["train_images"], result["val_images"], result["test_images"]) == \
+        (32, 16, 16)
+    assert result["study_seconds"] > 0 and result["ours_seconds"] > 0
+    assert 0 <= result["study_test_acc"] <= 1 and 0 <= result["ours_test_acc"] <= 1
+
+
+def test_missing_data_is_one_sentence(tmp_path, capsys):
+    code = bench.main(["--job", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--device", "cpu",
+                       "--json", str(tmp_path / "j.json")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "mnist" in err
+    assert not (tmp_path / "j.json").exists()
