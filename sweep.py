@@ -37,6 +37,16 @@ def positive_int(text):
     return value
 
 
+def seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 2**31 - 1")
+    return value
+
+
 def image_size(text):
     from alexnet import MIN_IMAGE_SIZE
     value = positive_int(text)
@@ -78,7 +88,7 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
     p.add_argument("--val-size", type=positive_int, help="cap on validation images (default: the regime's)")
     p.add_argument("--test-size", type=positive_int, help="cap on test images (default: all)")
     p.add_argument("--image-size", type=image_size, help=f"input side in pixels, at least 67 {d('image_size')}")
-    p.add_argument("--seed", type=int, help=f"seed of initialisation, data order and flips {d('seed')}")
+    p.add_argument("--seed", type=seed, help=f"seed of initialisation, data order and flips {d('seed')}")
     p.add_argument("--seeds", type=positive_int, default=1,
                    help="repeat every setting with seeds seed, seed+1, ... (default: 1)")
     p.add_argument("--device", help=f"auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps {d('device')}")

@@ -58,6 +58,7 @@ def assert_one_line_error(capsys, script, argv):
     ("learning_rate", ["--precision", "fp8"], "--precision"),
     ("learning_rate", ["--train-acc", "sometimes"], "--train-acc"),
     ("learning_rate", ["--seed", "x"], "--seed"),
+    ("learning_rate", ["--seed", "-1"], "--seed"),
     ("learning_rate", ["--no-such-flag"], "unrecognized"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, script, argv, fragment):
