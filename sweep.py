@@ -338,7 +338,8 @@ def _sweep(experiment, sweep, base, args, dataset, device) -> int:
                 if lead:
                     atomic_save({"model": state_dict, "config": config, "history": record["history"],
                                  "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
-                                 "status": record["status"], "experiment": experiment, "name": name},
+                                 "status": record["status"], "experiment": experiment, "name": name,
+                                 "num_classes": dataset.num_classes, "classes": list(map(str, dataset.classes))},
                                 os.path.join(models_dir, f"{stem}.pt"))
             by_key[(name, config["seed"])] = record
             results["runs"] = list(by_key.values())

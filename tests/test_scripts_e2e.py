@@ -329,3 +329,16 @@ def test_interrupted_sweep_resumes_or_restarts_fresh(mnist_dir, tmp_path, monkey
     again = load_results(out_dir, "learning_rate")["runs"][0]
     assert again["history"] == reference["history"] and again["test_acc"] == reference["test_acc"]
     assert not resume.exists()
+
+
+def test_readme_checkpoint_snippet_loads_the_model(mnist_dir, tmp_path):
+    """The README's loading code: the checkpoint's config and num_classes rebuild the network."""
+    from alexnet import AlexNet
+    code, _, _ = run_script("main_activation", ["--values", "elu", *tiny_argv(mnist_dir, tmp_path)])
+    assert code == 0
+    ckpt = torch.load(tmp_path / "models" / "activation" / "elu.pt", weights_only=True, map_location="cpu")
+    c = ckpt["config"]
+    model = AlexNet(ckpt["num_classes"], c["activation"], c["dropout"], image_size=c["image_size"])
+    model.load_state_dict(ckpt["model"])
+    assert ckpt["num_classes"] == 10 and len(ckpt["classes"]) == 10
+    assert model(torch.zeros(1, 3, 67, 67)).shape == (1, 10)
