@@ -205,3 +205,18 @@ def fabricated(table, key):
 
     train_run.calls = calls
     return train_run
+
+
+def interrupt_second_epoch(monkeypatch):
+    """Make the second validation pass raise KeyboardInterrupt, after epoch 1's checkpoint."""
+    import train
+    real = train.evaluate
+    calls = []
+
+    def evaluate(model, loader, precision):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(model, loader, precision)
+
+    monkeypatch.setattr(train, "evaluate", evaluate)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, interrupt_second_epoch, load_results, run_script, tiny_argv
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -57,3 +57,29 @@ def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
         assert not any(k.startswith("module.") for k in ckpt["model"])
     assert sorted(os.listdir(multi / "models" / "weight_regularization")) == \
         ["l1_0.0001_l2_0.0001.pt", "l1_0_l2_0.pt"]
+
+
+def test_torchrun_resumes_a_run_interrupted_in_one_process(mnist_dir, tmp_path, monkeypatch):
+    """The resume checkpoint does not depend on the number of processes: a run cut
+    after epoch 1 in one process finishes under torchrun where the uninterrupted
+    single-process run ends."""
+    argv = lambda out: ["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)]
+    code, _, err = run_script("main_learning_rate", argv(tmp_path / "whole"))
+    assert code == 0, err
+    reference = load_results(tmp_path / "whole", "learning_rate")["runs"][0]
+
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        interrupt_second_epoch(m)
+        with pytest.raises(KeyboardInterrupt):
+            run_script("main_learning_rate", argv(cut))
+    resume = cut / "models" / "learning_rate" / "lr_0.0001.resume.pt"
+    assert resume.exists()
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    text = run([*torchrun, "main_learning_rate.py", *argv(cut)], tmp_path / "resumed.log")
+    assert "resuming from epoch 2 of 2" in text and "epoch 1/2" not in text
+    again = load_results(cut, "learning_rate")["runs"][0]
+    assert again["world_size"] == 2 and not resume.exists()
+    assert torch.allclose(torch.tensor(again["history"]["loss"], dtype=torch.float64),
+                          torch.tensor(reference["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)

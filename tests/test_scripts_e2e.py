@@ -12,7 +12,7 @@ import torch
 import data
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_script, tiny_argv, write_mnist_like
+from conftest import interrupt_second_epoch, load_results, run_script, tiny_argv, write_mnist_like
 
 CURVES = ("loss", "train_acc", "val_acc", "test_acc")
 
@@ -288,20 +288,6 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
 
 # ---------------------------------------------------------------------------
 # Interruption in-process (Ctrl-C): the resume checkpoint is used, or dropped with --fresh
-
-def interrupt_second_epoch(monkeypatch):
-    """Make the second validation pass raise KeyboardInterrupt, after epoch 1's checkpoint."""
-    real = train.evaluate
-    calls = []
-
-    def evaluate(model, loader, precision):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(model, loader, precision)
-
-    monkeypatch.setattr(train, "evaluate", evaluate)
-
 
 @pytest.mark.parametrize("fresh", [False, True])
 def test_interrupted_sweep_resumes_or_restarts_fresh(mnist_dir, tmp_path, monkeypatch, fresh):
