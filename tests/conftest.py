@@ -220,3 +220,19 @@ def interrupt_second_epoch(monkeypatch):
         return real(model, loader, precision)
 
     monkeypatch.setattr(train, "evaluate", evaluate)
+
+
+def whole_and_cut_lr_run(data_dir, tmp_path, monkeypatch):
+    """A 2-epoch learning-rate run (lr 1e-4) done whole into tmp_path/whole, and the same
+    run cut by Ctrl-C after epoch 1 into tmp_path/cut. Returns (argv for an --out, the
+    whole run's results entry, the cut run's --out, its resume file)."""
+    argv = lambda out: ["--values", "1e-4", *tiny_argv(data_dir, out, epochs=2)]
+    code, _, err = run_script("main_learning_rate", argv(tmp_path / "whole"))
+    assert code == 0, err
+    reference = load_results(tmp_path / "whole", "learning_rate")["runs"][0]
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        interrupt_second_epoch(m)
+        with pytest.raises(KeyboardInterrupt):
+            run_script("main_learning_rate", argv(cut))
+    return argv, reference, cut, cut / "models" / "learning_rate" / "lr_0.0001.resume.pt"

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, interrupt_second_epoch, load_results, run_script, tiny_argv
+from conftest import ROOT, load_results, whole_and_cut_lr_run
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -63,17 +63,7 @@ def test_torchrun_resumes_a_run_interrupted_in_one_process(mnist_dir, tmp_path, 
     """The resume checkpoint does not depend on the number of processes: a run cut
     after epoch 1 in one process finishes under torchrun where the uninterrupted
     single-process run ends."""
-    argv = lambda out: ["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)]
-    code, _, err = run_script("main_learning_rate", argv(tmp_path / "whole"))
-    assert code == 0, err
-    reference = load_results(tmp_path / "whole", "learning_rate")["runs"][0]
-
-    cut = tmp_path / "cut"
-    with monkeypatch.context() as m:
-        interrupt_second_epoch(m)
-        with pytest.raises(KeyboardInterrupt):
-            run_script("main_learning_rate", argv(cut))
-    resume = cut / "models" / "learning_rate" / "lr_0.0001.resume.pt"
+    argv, reference, cut, resume = whole_and_cut_lr_run(mnist_dir, tmp_path, monkeypatch)
     assert resume.exists()
 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

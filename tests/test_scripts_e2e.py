@@ -12,7 +12,7 @@ import torch
 import data
 import train
 from alexnet import AlexNet
-from conftest import interrupt_second_epoch, load_results, run_script, tiny_argv, write_mnist_like
+from conftest import load_results, run_script, tiny_argv, whole_and_cut_lr_run, write_mnist_like
 
 CURVES = ("loss", "train_acc", "val_acc", "test_acc")
 
@@ -291,17 +291,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
 
 @pytest.mark.parametrize("fresh", [False, True])
 def test_interrupted_sweep_resumes_or_restarts_fresh(mnist_dir, tmp_path, monkeypatch, fresh):
-    argv = lambda out: ["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)]
-    code, _, err = run_script("main_learning_rate", argv(tmp_path / "whole"))
-    assert code == 0, err
-    reference = load_results(tmp_path / "whole", "learning_rate")["runs"][0]
-
-    out_dir = tmp_path / "cut"
-    with monkeypatch.context() as m:
-        interrupt_second_epoch(m)
-        with pytest.raises(KeyboardInterrupt):
-            run_script("main_learning_rate", argv(out_dir))
-    resume = out_dir / "models" / "learning_rate" / "lr_0.0001.resume.pt"
+    argv, reference, out_dir, resume = whole_and_cut_lr_run(mnist_dir, tmp_path, monkeypatch)
     state = train.load_checkpoint(str(resume))
     assert state["epoch"] == 1 and len(state["history"]["loss"]) == 1
     assert not (out_dir / "results" / "learning_rate.json").exists()  # an interrupt is not a failure
