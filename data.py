@@ -94,25 +94,27 @@ def _md5(path: str) -> str:
     return digest.hexdigest()
 
 
+def _cifar_class(name: str):
+    from torchvision import datasets
+    return datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+
+
 def cifar_files(name: str) -> tuple:
     """(folder, [(file, md5)] for training, [(file, md5)] for test), as torchvision publishes them."""
-    from torchvision import datasets
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    cls = _cifar_class(name)
     return cls.base_folder, [tuple(f) for f in cls.train_list], [tuple(f) for f in cls.test_list]
 
 
 def _load_cifar(name: str, data_dir: str, download: bool) -> Dataset:
-    from torchvision import datasets
     folder, train_list, test_list = cifar_files(name)
     root = os.path.join(data_dir, folder)
-    url = (datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100).url
+    url = _cifar_class(name).url
     how = f"download {url} and extract it into {os.path.abspath(data_dir)}"
     present = all(os.path.exists(os.path.join(root, f)) for f, _ in train_list + test_list)
     if not present:
         if not download:
             raise DataError(f"{name} was not found in {os.path.abspath(root)}; {how}")
-        fetch = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        _download(fetch, name, data_dir, how)
+        _download(_cifar_class(name), name, data_dir, how)
     label_key = b"labels" if name == "cifar10" else b"fine_labels"
 
     def read(files):
