@@ -324,7 +324,9 @@ def _sweep(experiment, sweep, base, args, dataset, device) -> int:
                 outcome = train_run(config, split, dataset.num_classes, resume_path, desc)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as err:  # one failing run must not end the sweep
+            except Exception as err:  # one failing run must not end the sweep...
+                if world > 1:  # ...except under torchrun, where the other ranks would wait on it forever:
+                    raise      # torchrun then stops them all, and a rerun resumes from the last epoch
                 message = f"{type(err).__name__}: {err}".strip()
                 say(f"{desc}: failed ({message.splitlines()[0]})", file=sys.stderr, flush=True)
                 record.update(status="failed", error=message, history={"loss": [], "train_acc": [], "val_acc": []},
