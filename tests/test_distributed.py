@@ -73,3 +73,28 @@ def test_torchrun_resumes_a_run_interrupted_in_one_process(mnist_dir, tmp_path, 
     assert again["world_size"] == 2 and not resume.exists()
     assert torch.allclose(torch.tensor(again["history"]["loss"], dtype=torch.float64),
                           torch.tensor(reference["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)
+
+
+def test_a_run_failing_on_one_rank_ends_the_job_instead_of_hanging(mnist_dir, tmp_path):
+    wrapper = tmp_path / "fail_on_rank1.py"
+    wrapper.write_text(f'''import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+import train
+real = train.train_run
+def train_run(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise RuntimeError("out of memory, say")
+    return real(*args, **kwargs)
+train.train_run = train_run
+import main_learning_rate
+sys.exit(main_learning_rate.main(sys.argv[1:]))
+''')
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    argv = ["--values", "1e-4", "1e-3", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
+            "--train-size", "32", "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs", "1",
+            "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*torchrun, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240, env=env)  # a hang would hit the timeout and fail the test
+    assert proc.returncode != 0
+    assert "out of memory, say" in proc.stdout + proc.stderr
