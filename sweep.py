@@ -242,7 +242,12 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
-    return run_sweep(experiment, sweep, base, args)
+    try:
+        return run_sweep(experiment, sweep, base, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs and epochs are saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
