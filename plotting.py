@@ -12,7 +12,6 @@ log axis for learning rates).
 """
 import argparse
 import glob
-import json
 import os
 import sys
 import warnings
@@ -149,14 +148,19 @@ def main(argv=None) -> int:
         print(f"error: no results files in {os.path.join(args.out, 'results')}; run a main_*.py script first",
               file=sys.stderr)
         return 1
+    from sweep import read_results
     for name in names:
         path = os.path.join(args.out, "results", f"{name}.json")
         if not os.path.exists(path):
             print(f"error: {path} does not exist; run main_{name}.py first", file=sys.stderr)
             return 1
-        with open(path) as f:
-            for written in plot_experiment(json.load(f), os.path.join(args.out, "images")):
-                print(written)
+        try:
+            results = read_results(args.out, name)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        for written in plot_experiment(results, os.path.join(args.out, "images")):
+            print(written)
     return 0
 
 

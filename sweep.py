@@ -27,24 +27,24 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text):
+def whole_number(text: str, low: int = 1, high: int | None = None) -> int:
+    """An integer in [low, high]; argparse reports the ArgumentTypeError as one line."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {low}" if high is None
+                                         else f"{text!r} must lie between {low} and {high}")
     return value
+
+
+def positive_int(text):
+    return whole_number(text, 1)
 
 
 def seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value < 2**31:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 2**31 - 1")
-    return value
+    return whole_number(text, 0, 2**31 - 1)  # numpy refuses negative seeds
 
 
 def image_size(text):

@@ -24,3 +24,13 @@ def test_empty_list_of_runs_is_fine(mnist_dir, tmp_path):
     (results / "activation.json").write_text('{"experiment": "activation", "runs": []}')
     code, out, _ = run_script("main_activation", tiny_argv(mnist_dir, tmp_path, extra=["--values", "relu"]))
     assert code == 0 and "completed" in out
+
+
+def test_plotting_refuses_an_unreadable_results_file(tmp_path, capsys):
+    import plotting
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "activation.json").write_text('{"runs": [')
+    assert plotting.main(["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is not a results file" in err
+    assert not (tmp_path / "images").exists()
