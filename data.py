@@ -61,10 +61,34 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int = 227,
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if name in ("cifar10", "cifar100"):
-        return _load_cifar(name, data_dir, download)
-    if name in ("mnist", "fashion-mnist"):
-        return _load_idx(name, data_dir, download)
-    return _load_image_folder(data_dir, image_size)
+        dataset = _load_cifar(name, data_dir, download)
+    elif name in ("mnist", "fashion-mnist"):
+        dataset = _load_idx(name, data_dir, download)
+    else:
+        dataset = _load_image_folder(data_dir, image_size)
+    check_dataset(dataset)
+    return dataset
+
+
+def check_dataset(ds: Dataset) -> None:
+    """Images and labels agree in number and every label names one of the classes;
+    DataError in one sentence otherwise, before anything is trained or written."""
+    if ds.num_classes < 2:
+        raise DataError(f"{ds.source} holds {ds.num_classes} class(es); classification needs at least two")
+    for part, images, labels in (("training", ds.train_images, ds.train_labels),
+                                 ("test", ds.test_images, ds.test_labels)):
+        if images.dim() != 4 or images.dtype != torch.uint8 or images.shape[1] not in (1, 3):
+            raise DataError(f"the {part} images in {ds.source} are not N x C x H x W uint8 images")
+        if len(images) != len(labels):
+            raise DataError(f"{ds.source} has {len(images)} {part} images but {len(labels)} labels")
+        if len(labels) == 0:
+            raise DataError(f"{ds.source} has no {part} images")
+        bad = ((labels < 0) | (labels >= ds.num_classes)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{ds.source}: {part} label {int(labels[i])} (image {i}) is not one of the "
+                            f"{ds.num_classes} classes 0..{ds.num_classes - 1}; the label file is damaged "
+                            f"or belongs to another dataset")
 
 
 def _writable(path: str) -> bool:
@@ -163,15 +187,19 @@ def _idx_folders(name: str, data_dir: str) -> list:
 
 
 def _find_idx(folder: str) -> list | None:
-    found = []
+    """The four IDX files in folder, None if it holds none; DataError if it holds only some."""
+    found, missing = [], []
     for stem in IDX_FILES:
         for candidate in (stem + ".gz", stem):
             if os.path.exists(os.path.join(folder, candidate)):
                 found.append(os.path.join(folder, candidate))
                 break
         else:
-            return None
-    return found
+            missing.append(stem + ".gz")
+    if missing and found:
+        raise DataError(f"{os.path.abspath(folder)} holds {len(found)} of the 4 IDX files; "
+                        f"{', '.join(missing)} is missing")
+    return None if missing else found
 
 
 def _load_idx(name: str, data_dir: str, download: bool) -> Dataset:
@@ -192,6 +220,10 @@ def _load_idx(name: str, data_dir: str, download: bool) -> Dataset:
             arrays.append(read_idx(path))
         except Exception as err:
             raise DataError(f"{path} is corrupt ({err}); replace it: {how}") from None
+    for path, array, ndim in zip(files, arrays, (3, 1, 3, 1)):
+        if array.ndim != ndim:
+            raise DataError(f"{path} holds {array.ndim}-dimensional data where "
+                            f"{'images' if ndim == 3 else 'labels'} are expected (are files swapped?); {how}")
     train_x, train_y, test_x, test_y = arrays
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise DataError(f"the image and label files in {os.path.dirname(files[0])} disagree in length; {how}")
@@ -224,6 +256,9 @@ def _load_image_folder(data_dir: str, image_size: int) -> Dataset:
                 with Image.open(path) as img:
                     img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
                     images[i] = np.asarray(img)
+            except Image.DecompressionBombError:
+                raise DataError(f"{path} is too large to decode safely (PIL refuses images of more than "
+                                f"{Image.MAX_IMAGE_PIXELS:,} pixels); shrink or remove it") from None
             except Exception:
                 raise DataError(f"{path} is not a readable image; remove or replace it") from None
         labels = torch.tensor(found.targets, dtype=torch.int64)
@@ -259,6 +294,10 @@ def split_indices(num_train: int, regime: str = "subset", train_size: int | None
         train_idx = train_idx[:train_size]
     if val_size is not None:
         val_idx = val_idx[:val_size]
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise DataError(f"the {regime} regime leaves {len(train_idx)} training and {len(val_idx)} validation "
+                        f"images of the {num_train} in the dataset; both need at least one "
+                        f"(use --regime full or a larger dataset)")
     return train_idx, val_idx
 
 

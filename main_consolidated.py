@@ -11,6 +11,7 @@ study gave no script or regime for this model; these are its dropout study's).
 import os
 import sys
 
+import results
 import stats
 import sweep
 
@@ -38,10 +39,10 @@ def models_from_results(out: str) -> dict:
     The learning-rate study's best lr applies only when Adam is the chosen optimizer."""
     chosen = dict(MODELS["consolidated"])
     for ablation, keys in DECIDES.items():
-        path = os.path.join(out, "results", f"{ablation}.json")
+        path = results.results_path(out, ablation)
         best = None
-        if os.path.exists(path):
-            summary, best = stats.summarize(sweep.read_results(out, ablation))
+        if ablation in results.experiments_in(out):
+            summary, best = stats.summarize(results.read_results(out, ablation))
         if not best:
             print(f"--from-results: no completed {ablation} results in {path}; keeping the study's "
                   + ", ".join(f"{k}={sweep.fmt(chosen[k])}" for k in keys))

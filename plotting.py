@@ -11,12 +11,14 @@ validation and test accuracy against that number (<experiment>_hparam.png, on a
 log axis for learning rates).
 """
 import argparse
-import glob
 import os
 import sys
 import warnings
 
 import numpy as np
+
+from results import ResultsError, experiments_in, read_results, results_path
+from storage import WriteError
 
 CURVES = {"loss": "mean training loss", "train_acc": "training accuracy", "val_acc": "validation accuracy"}
 
@@ -56,9 +58,13 @@ def mean_std_of(values: list) -> tuple:
 
 
 def _save(fig, plt, path: str) -> str:
+    """Write the figure atomically (storage.atomic_write): a reader never sees half a PNG."""
+    from storage import atomic_write
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -77,7 +83,6 @@ def plot_experiment(results: dict, images_dir: str) -> list:
     from matplotlib.ticker import MaxNLocator
     experiment = results["experiment"]
     groups = group_runs(results)
-    os.makedirs(images_dir, exist_ok=True)
     written = []
     for key, label in CURVES.items():
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -142,25 +147,23 @@ def main(argv=None) -> int:
     p.add_argument("experiments", nargs="*", help="experiment names (default: every results/*.json)")
     p.add_argument("--out", default=root, help="root holding results/ and images/ (default: the repository root)")
     args = p.parse_args(argv)
-    names = args.experiments or sorted(os.path.basename(f)[:-5]
-                                       for f in glob.glob(os.path.join(args.out, "results", "*.json")))
+    found = experiments_in(args.out)
+    names = args.experiments or found
     if not names:
         print(f"error: no results files in {os.path.join(args.out, 'results')}; run a main_*.py script first",
               file=sys.stderr)
         return 1
-    from sweep import read_results
     for name in names:
-        path = os.path.join(args.out, "results", f"{name}.json")
-        if not os.path.exists(path):
-            print(f"error: {path} does not exist; run main_{name}.py first", file=sys.stderr)
+        if name not in found:
+            print(f"error: {results_path(args.out, name)} does not exist; run main_{name}.py first", file=sys.stderr)
             return 1
         try:
             results = read_results(args.out, name)
-        except ValueError as err:
+            for written in plot_experiment(results, os.path.join(args.out, "images")):
+                print(written)
+        except (ResultsError, WriteError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        for written in plot_experiment(results, os.path.join(args.out, "images")):
-            print(written)
     return 0
 
 

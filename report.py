@@ -13,7 +13,8 @@ import os
 import sys
 
 import stats
-from sweep import atomic_write_text, read_results
+from results import ResultsError, experiments_in, read_results
+from storage import WriteError, atomic_write_text
 
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
 
@@ -115,8 +116,9 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
 def build_report(out: str) -> str:
     results_dir = os.path.join(out, "results")
     found = {}
+    present = experiments_in(out)
     for experiment in EXPERIMENTS:
-        if os.path.exists(os.path.join(results_dir, f"{experiment}.json")):
+        if experiment in present:
             found[experiment] = read_results(out, experiment)
     if not found:
         raise FileNotFoundError(f"no results files in {results_dir}; run a main_*.py script first")
@@ -164,7 +166,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     path = os.path.join(args.out, "results", "REPORT.md")
-    atomic_write_text(path, text)
+    try:
+        atomic_write_text(path, text)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"report written to {path}")
     return 0
 

@@ -6,14 +6,15 @@ turning one value into (run name, config changes), and the settings in which
 it differs from train.DEFAULTS (regime, epochs). Everything else is here.
 """
 import argparse
-import csv
-import io
-import json
 import math
 import os
-import sys
+import socket
+from dataclasses import dataclass
 
+import logs
+import storage
 from data import DATASETS, REGIMES
+from results import ResultsError, finished, fmt, read_results, results_path, write_record, write_results, table
 from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -64,11 +65,6 @@ def parse_number(text: str, what: str = "value", allow_zero: bool = False) -> fl
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{what} {text!r} must be {'zero or ' if allow_zero else ''}a positive number")
     return value
-
-
-def fmt(value) -> str:
-    """Compact text for a hyperparameter value in names and tables: 1e-05, 0.25, adam."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def build_parser(experiment: str, doc: str, values: list, settings: dict, values_help: str):
@@ -122,99 +118,59 @@ def resolve_config(args, settings: dict) -> dict:
     return config
 
 
-# ---------------------------------------------------------------------------
-# Results files
-
-def results_path(out: str, experiment: str) -> str:
-    return os.path.join(out, "results", f"{experiment}.json")
-
-
-def read_results(out: str, experiment: str) -> dict:
-    """The experiment's results file (an empty one if there is none yet); ValueError
-    with one sentence if the file is not one that write_results wrote."""
-    path = results_path(out, experiment)
-    if not os.path.exists(path):
-        return {"experiment": experiment, "runs": []}
-    problem = None
+def shard(text: str) -> tuple:
+    """I/N: the I-th of N shares of a sweep, 1 <= I <= N."""
     try:
-        with open(path) as f:
-            results = json.load(f)
-    except ValueError as err:
-        problem = str(err)
-    else:
-        runs = results.get("runs") if isinstance(results, dict) else None
-        if not isinstance(runs, list) or not all(isinstance(r, dict) and {"name", "seed", "status"} <= r.keys()
-                                                 for r in runs):
-            problem = "it holds no list of runs"
-    if problem:
-        raise ValueError(f"{path} is not a results file this repository wrote ({problem}); "
-                         f"move it away or choose another --out")
-    return results
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form I/N, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must lie between 1 and N")
+    return i, n
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"  # a fixed name: a write killed midway leaves one stale file, replaced next time
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_safe(value):
-    """NaN and infinity become null, so the file is standard JSON that loads anywhere."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_results(out: str, results: dict) -> None:
-    """results/<experiment>.json with its summary over seeds, and a CSV of its runs."""
-    import stats
-    experiment = results["experiment"]
-    results["summary"], results["best"] = stats.summarize(results)
-    atomic_write_text(results_path(out, experiment), json.dumps(_json_safe(results), indent=1, allow_nan=False))
-    buf = io.StringIO()
-    param_keys = sorted({k for run in results["runs"] for k in run["params"]})
-    writer = csv.writer(buf)
-    writer.writerow(["name", *param_keys, "seed", "status", "epochs_completed", "final_loss",
-                     "final_train_acc", "final_val_acc", "best_val_acc", "test_acc"])
-    for run in results["runs"]:
-        h = run["history"]
-        last = lambda key: h[key][-1] if h[key] else ""
-        writer.writerow([run["name"], *[run["params"].get(k, "") for k in param_keys], run["seed"],
-                         run["status"], len(h["loss"]), last("loss"), last("train_acc"), last("val_acc"),
-                         "" if run.get("best_val_acc") is None else run["best_val_acc"],
-                         "" if run.get("test_acc") is None else run["test_acc"]])
-    atomic_write_text(os.path.join(out, "results", f"{experiment}.csv"), buf.getvalue())
-
-
-def print_table(runs: list) -> None:
-    rows = [("run", "hyperparameters", "seed", "status", "best val acc", "test acc")]
-    for run in runs:
-        params = ", ".join(f"{k}={fmt(v)}" for k, v in run["params"].items())
-        best = run.get("best_val_acc")
-        test = run.get("test_acc")
-        status = run["status"]
-        if status == "diverged":
-            status = f"diverged at epoch {run['epochs_completed'] + 1}"
-        rows.append((run["name"], params, str(run["seed"]), status,
-                     "-" if best is None else f"{100 * best:.2f}%",
-                     "-" if test is None else f"{100 * test:.2f}%"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+def add_parallel_flags(p) -> None:
+    p.add_argument("--shard", type=shard, metavar="I/N",
+                   help="train only the I-th of N shares of the sweep's (setting, seed) runs, for job arrays "
+                        "and several machines on one --out (default: all)")
+    p.add_argument("--strategy", choices=("spread", "ddp"), default="spread",
+                   help="under torchrun: spread the runs over the processes, each run on one device, or "
+                        "train each run with DistributedDataParallel across all of them (default: spread)")
 
 
 # ---------------------------------------------------------------------------
 # The sweep
+
+@dataclass
+class Job:
+    """One (setting, seed) run of a sweep."""
+    name: str
+    params: dict
+    config: dict
+    stem: str  # file name of its checkpoints
+    desc: str  # how the log names it
+
+
+def plan(sweep: list, base: dict, seeds: int) -> list:
+    jobs = []
+    for name, params in sweep:
+        for k in range(seeds):
+            config = {**base, **params, "seed": base["seed"] + k}
+            jobs.append(Job(name, params, config, name if seeds == 1 else f"{name}_seed{config['seed']}",
+                            name if seeds == 1 else f"{name} seed {config['seed']}"))
+    return jobs
+
+
+def assign(jobs: list, world: int, cost) -> list:
+    """jobs split over world processes: the costliest first, each to the least loaded
+    (ties to the lowest rank); deterministic, so every process computes the same."""
+    loads, shares = [0.0] * world, [[] for _ in range(world)]
+    for job in sorted(jobs, key=cost, reverse=True):
+        r = min(range(world), key=lambda i: (loads[i], i))
+        loads[r] += cost(job)
+        shares[r].append(job)
+    return shares
+
 
 def main(experiment: str, doc: str, values: list, make_run, settings: dict, values_help: str,
          argv=None, add_flags=None, prepare=None) -> int:
@@ -222,7 +178,18 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
     leave checkpoints, results, plots and a table. Returns the exit code.
     A script with flags of its own adds them with add_flags(parser); prepare(args)
     may then return the make_run to use."""
+    with storage.interrupts_as_exceptions():
+        try:
+            return _main(experiment, doc, values, make_run, settings, values_help, argv, add_flags, prepare)
+        except KeyboardInterrupt as err:
+            logs.problem(f"\ninterrupted{'' if getattr(err, 'signum', 2) == 2 else ' by SIGTERM'}: finished runs "
+                         "and epochs are saved; run the same command again to resume")
+            return storage.exit_code_of(err)
+
+
+def _main(experiment, doc, values, make_run, settings, values_help, argv, add_flags, prepare) -> int:
     parser = build_parser(experiment, doc, values, settings, values_help)
+    add_parallel_flags(parser)
     if add_flags:
         add_flags(parser)
     args = parser.parse_args(argv)
@@ -242,134 +209,205 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
-    try:
-        return run_sweep(experiment, sweep, base, args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished runs and epochs are saved; run the same command again to resume",
-              file=sys.stderr)
-        return 130
-
-
-def run_sweep(experiment: str, sweep: list, base: dict, args) -> int:
-    import torch
-    import torch.distributed as dist
-    import data
-    from train import resolve_device
-
-    try:
-        dataset = data.load_dataset(base["dataset"], base["data_dir"], base["image_size"])
-    except data.DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    # under torchrun: one process per device, DistributedDataParallel inside each run
+    for folder in ("results", "models", "images"):
+        try:
+            storage.check_writable(os.path.join(args.out, folder))
+        except storage.WriteError as err:
+            parser.error(f"argument --out: {err}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        device = resolve_device(base["device"])
-        if world > 1 and device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        torch.empty(1, device=device)
+        device = pick_device(base["device"], world)
     except (RuntimeError, AssertionError, ValueError) as err:
-        print(f"error: device {base['device']!r} is not available here ({err})".split("\n")[0], file=sys.stderr)
+        parser.error(f"argument --device: {base['device']!r} is not available here ({err})".split("\n")[0])
+    try:
+        return run_sweep(experiment, sweep, base, args, device)
+    except (storage.WriteError, ResultsError) as err:
+        logs.problem(f"error: {err}. Finished runs are kept; fix this, then run the same command again to resume")
+        return 1
+
+
+def pick_device(name: str, world: int):
+    """The training device; under torchrun on CUDA, this process's own GPU."""
+    import torch
+    from train import resolve_device
+    device = resolve_device(name)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.empty(1, device=device)
+    return device
+
+
+def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
+    import torch.distributed as dist
+    import data
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    logs.configure(quiet=rank != 0, prefix=f"[rank {rank}] " if world > 1 else "")
+    try:
+        dataset = data.load_dataset(base["dataset"], base["data_dir"], base["image_size"])
+        train_idx, val_idx = data.split_indices(len(dataset.train_labels), base["regime"],
+                                                base["train_size"], base["val_size"])
+    except data.DataError as err:
+        logs.problem(f"error: {err}")
         return 1
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         try:
-            return _sweep(experiment, sweep, base, args, dataset, device)
+            return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world)
         finally:
             dist.destroy_process_group()
-    return _sweep(experiment, sweep, base, args, dataset, device)
+    return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world)
 
 
-def _sweep(experiment, sweep, base, args, dataset, device) -> int:
-    import torch
-    import data
-    import plotting
-    from train import Split, atomic_save, dist_rank_world, resolve_precision, train_run
+def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world) -> int:
+    import torch.distributed as dist
+    from train import Split, resolve_precision
 
-    rank, world = dist_rank_world()
-    lead = rank == 0  # only rank 0 prints and writes checkpoints, results and plots
-    say = print if lead else (lambda *a, **k: None)
+    ddp = world > 1 and args.strategy == "ddp"
     # the same config on every rank and for any number of processes
     base["device"] = (device.type if world > 1 else str(device)) if base["device"] == "auto" else base["device"]
     base["precision"] = resolve_precision(base["precision"], device)
-    train_idx, val_idx = data.split_indices(len(dataset.train_labels), base["regime"],
-                                            base["train_size"], base["val_size"])
-    split = Split(dataset, train_idx, val_idx, base["test_size"], base["batch_size"], base["image_size"], device)
-    say(f"{experiment}: {len(sweep)} settings x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
-        f"{len(train_idx)} train / {len(val_idx)} val / {len(split.test.indices)} test images at "
-        f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}"
-        + (f", {world} processes" if world > 1 else ""), flush=True)
+    train_idx, val_idx = indices
+    split = Split(dataset, train_idx, val_idx, base["test_size"], base["batch_size"], base["image_size"], device,
+                  rank=rank if ddp else 0, world_size=world if ddp else 1)
+    how = (f", {world} processes, " + ("each run data-parallel over all" if ddp else "runs spread over them")
+           if world > 1 else "") + (f", shard {args.shard[0]}/{args.shard[1]}" if args.shard else "")
+    logs.info(f"{experiment}: {len(sweep)} settings x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
+              f"{len(train_idx)} train / {len(val_idx)} val / {len(split.test.indices)} test images at "
+              f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}{how}")
 
-    try:
-        results = read_results(args.out, experiment)
-    except ValueError as err:
-        say(f"error: {err}", file=sys.stderr)
-        return 1
-    by_key = {(r["name"], r["seed"]): r for r in results["runs"]}
+    order = [name for name, _ in sweep]
+    jobs = plan(sweep, base, args.seeds)
+    if args.shard:
+        jobs = jobs[args.shard[0] - 1::args.shard[1]]
     models_dir = os.path.join(args.out, "models", experiment)
+    recorded = {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
+    pending = []
+    for job in jobs:
+        old = recorded.get((job.name, job.config["seed"]))
+        if finished(old, job.config) and not args.fresh:
+            logs.info(f"{job.desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
+                      f"(--fresh retrains it)")
+        else:
+            pending.append(job)
+    mine = pending
+    if world > 1 and not ddp:
+        epochs_left = lambda job: job.config["epochs"] - _resume_epoch(models_dir, job)
+        mine = assign(pending, world, epochs_left)[rank]
+        dist.barrier()  # every rank has read the results before any rank writes
+    trained_on = {"host": socket.gethostname(), "pid": os.getpid(), "rank": rank, "world_size": world,
+                  "strategy": args.strategy if world > 1 else None, "device": str(device),
+                  "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
     failed = []
-    for name, params in sweep:
-        for k in range(args.seeds):
-            config = {**base, **params, "seed": base["seed"] + k}
-            desc = name if args.seeds == 1 else f"{name} seed {config['seed']}"
-            stem = name if args.seeds == 1 else f"{name}_seed{config['seed']}"
-            old = by_key.get((name, config["seed"]))
-            if old and old["status"] in ("completed", "diverged") and old["config"] == config and not args.fresh:
-                say(f"{desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
-                    f"(--fresh retrains it)", flush=True)
-                continue
-            resume_path = os.path.join(models_dir, f"{stem}.resume.pt")
-            if args.fresh and lead and os.path.exists(resume_path):
-                os.remove(resume_path)
-            if world > 1:
-                torch.distributed.barrier()  # no rank may look for the resume file before it is gone
-            record = {"name": name, "params": params, "seed": config["seed"], "config": config}
-            try:
-                outcome = train_run(config, split, dataset.num_classes, resume_path, desc)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # one failing run must not end the sweep...
-                if world > 1:  # ...except under torchrun, where the other ranks would wait on it forever:
-                    raise      # torchrun then stops them all, and a rerun resumes from the last epoch
-                message = f"{type(err).__name__}: {err}".strip()
-                say(f"{desc}: failed ({message.splitlines()[0]})", file=sys.stderr, flush=True)
-                record.update(status="failed", error=message, history={"loss": [], "train_acc": [], "val_acc": []},
-                              test_acc=None, best_val_acc=None, epochs_completed=0)
-                failed.append(desc)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            else:
-                state_dict = outcome.pop("model")
-                record.update(outcome, world_size=world)
-                if lead:
-                    atomic_save({"model": state_dict, "config": config, "history": record["history"],
-                                 "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
-                                 "status": record["status"], "experiment": experiment, "name": name,
-                                 "num_classes": dataset.num_classes, "classes": list(map(str, dataset.classes))},
-                                os.path.join(models_dir, f"{stem}.pt"))
-            by_key[(name, config["seed"])] = record
-            results["runs"] = list(by_key.values())
-            if lead:
-                write_results(args.out, results)
-                if os.path.exists(resume_path) and record["status"] != "failed":
-                    os.remove(resume_path)
-
-    if not lead:
+    for job in mine:
+        outcome = train_job(experiment, job, args, dataset, split, models_dir, trained_on, order, rank, world, ddp)
+        if outcome == "failed":
+            failed.append(job.desc)
+    if world > 1:
+        dist.barrier()  # every run of every rank is recorded
+    if rank != 0:
         return 1 if failed else 0
+    return finish(experiment, args, jobs, order, models_dir, failed)
 
-    current = {(name, base["seed"] + k) for name, _ in sweep for k in range(args.seeds)}
+
+def _resume_epoch(models_dir: str, job: Job) -> int:
+    """Epochs a run's resume file holds (0 if none or unreadable): for balancing work only."""
+    import checkpoints
+    path = checkpoints.resume_path(models_dir, job.stem)
+    if not os.path.exists(path):
+        return 0
+    try:
+        state = checkpoints.load(path)
+        return int(state["epoch"]) if state.get("config") == job.config else 0
+    except (checkpoints.CheckpointError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def train_job(experiment, job, args, dataset, split, models_dir, trained_on, order, rank, world, ddp) -> str:
+    """Train one run (unless another process holds it or has finished it since) and
+    record it. Returns its status, or "skipped"."""
+    import torch
+    import torch.distributed as dist
+    import checkpoints
+    import train
+
+    lead = rank == 0 or not ddp  # the process that writes this run's files
+    claim = storage.Claim(os.path.join(models_dir, f".{job.stem}.lock"))
+    try:
+        got = [claim.acquire()] if lead else [None]
+        if ddp:
+            dist.broadcast_object_list(got, src=0)
+        if not got[0]:
+            logs.info(f"{job.desc}: being trained by another process on this --out; skipped here")
+            return "skipped"
+        if lead and not args.fresh:  # another process may have finished it since the sweep began
+            latest = {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
+            old = latest.get((job.name, job.config["seed"]))
+            if finished(old, job.config):
+                logs.info(f"{job.desc}: finished meanwhile by another process; skipping")
+                return "skipped"
+        resume_path = checkpoints.resume_path(models_dir, job.stem)
+        if args.fresh and lead and os.path.exists(resume_path):
+            os.remove(resume_path)
+        if ddp:
+            dist.barrier()  # no rank may look for the resume file before it is gone
+        record = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
+        try:
+            outcome = train.train_run(job.config, split, dataset.num_classes, resume_path, job.desc)
+        except (KeyboardInterrupt, SystemExit, storage.WriteError):
+            raise
+        except Exception as err:  # one failing run must not end the sweep...
+            if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C surfacing inside torch's C++ code
+                raise storage.Interrupted() from None
+            if ddp:  # ...except data-parallel, where the other ranks would wait on it forever:
+                raise  # torchrun then stops them all, and a rerun resumes from the last epoch
+            message = f"{type(err).__name__}: {err}".strip()
+            logs.problem(f"{job.desc}: failed ({message.splitlines()[0]})")
+            record.update(status="failed", error=message, history={"loss": [], "train_acc": [], "val_acc": []},
+                          test_acc=None, best_val_acc=None, epochs_completed=0)
+            if split.train.device.type == "cuda":
+                torch.cuda.empty_cache()
+        else:
+            state_dict = outcome.pop("model")
+            record.update(outcome)
+        record["trained_on"] = trained_on
+        record["world_size"] = world if ddp else 1
+        if lead:
+            if record["status"] != "failed":
+                checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
+                                                         dataset.classes), checkpoints.final_path(models_dir, job.stem))
+            write_record(args.out, experiment, record)
+            write_results(args.out, experiment, order)
+            if record["status"] != "failed" and os.path.exists(resume_path):
+                os.remove(resume_path)  # a failed run keeps it: the rerun resumes
+        return record["status"]
+    finally:
+        claim.release()
+
+
+def finish(experiment, args, jobs, order, models_dir, failed) -> int:
+    """Results file, plots and the table of this sweep's runs, from what is recorded."""
+    import plotting
+    results = write_results(args.out, experiment, order)
     plotting.plot_experiment(results, os.path.join(args.out, "images"))
-    print()
-    print_table([r for r in results["runs"] if (r["name"], r["seed"]) in current])
+    wanted = {(job.name, job.config["seed"]) for job in jobs}
+    shown = [r for r in results["runs"] if (r["name"], r["seed"]) in wanted]
+    logs.info("\n" + table(shown))
+    missing = len(wanted) - len(shown)
+    if missing:
+        logs.info(f"\n{missing} run(s) of this {'shard' if args.shard else 'sweep'} are not recorded yet "
+                  "(another process is training them); rerun or run plotting.py once they finish")
     best = results.get("best")
     if best:
-        print(f"\nbest by mean validation accuracy: {best['setting']}")
+        logs.info(f"\nbest by mean validation accuracy: {best['setting']}")
         if best["at_edge"]:
-            print("it lies at the edge of the swept range: widen the range (--values) before calling it optimal")
-    print(f"\nresults: {results_path(args.out, experiment)}  checkpoints: {models_dir}  "
-          f"plots: {os.path.join(args.out, 'images', experiment)}_*.png")
+            logs.info("it lies at the edge of the swept range: widen the range (--values) before calling it optimal")
+    logs.info(f"\nresults: {results_path(args.out, experiment)}  checkpoints: {models_dir}  "
+              f"plots: {os.path.join(args.out, 'images', experiment)}_*.png")
     if failed:
-        print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
+        logs.problem(f"failed runs: {', '.join(failed)}")
         return 1
     return 0
+

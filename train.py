@@ -18,6 +18,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import checkpoints
+import logs
 from alexnet import AlexNet
 from data import DeviceLoader
 
@@ -57,6 +59,8 @@ OPTIMIZERS = {
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAIN_ACC_MODES = ("epoch", "eval")
+# per-epoch timings kept in each run's record, so every speed claim can be checked from results files
+TIMINGS = ("train_seconds", "images_per_s", "eval_seconds", "checkpoint_seconds")
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -116,15 +120,9 @@ def weight_penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor
     return total
 
 
-def dist_rank_world() -> tuple:
-    """(rank, world size) of this process: (0, 1) unless torchrun started a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist_rank_world()[1] > 1:
+def all_reduce_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Sum t over the processes of a data-parallel run (--strategy ddp); t itself otherwise."""
+    if world_size > 1:
         dist.all_reduce(t)
     return t
 
@@ -183,41 +181,7 @@ def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> fl
     for x, y in loader.batches():
         with autocast(loader.device, precision):
             correct += (model(x).argmax(1) == y).sum()
-    return all_reduce_sum(correct).item() / max(len(loader.indices), 1)
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints: plain dicts of plain types and tensors, written atomically
-
-def atomic_save(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"  # a fixed name: a write killed midway leaves one stale file, replaced next time
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename, so a power cut leaves the old file or the new
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    return torch.load(path, weights_only=True, map_location="cpu")
-
-
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
-            "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    return all_reduce_sum(correct, loader.world_size).item() / max(len(loader.indices), 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -230,14 +194,15 @@ def seed_everything(seed: int) -> None:
 # One run
 
 class Split:
-    """The three loaders of a run, built once per sweep and shared by its runs."""
+    """The three loaders of a run, built once per sweep and shared by its runs.
+    rank and world_size > 1: this process's share of each batch of a data-parallel run."""
 
     def __init__(self, dataset, train_idx, val_idx, test_size, batch_size, image_size, device,
-                 eval_batch_size=None):
+                 eval_batch_size=None, rank: int = 0, world_size: int = 1):
         eval_bs = eval_batch_size or (512 if device.type == "cuda" else 128)
         test_idx = torch.arange(len(dataset.test_labels))[:test_size]
-        rank, world = dist_rank_world()
-        opts = dict(channels_last=use_channels_last(device), rank=rank, world_size=world)
+        opts = dict(channels_last=use_channels_last(device), rank=rank, world_size=world_size)
+        self.rank, self.world_size = rank, world_size
         self.train = DeviceLoader(dataset.train_images, dataset.train_labels, train_idx, batch_size,
                                   image_size, device, train=True, **opts)
         # the same device-resident images, walked in order without augmentation
@@ -249,37 +214,75 @@ class Split:
                                  image_size, device, train=False, **opts)
 
 
-def _log(msg: str) -> None:
-    if dist_rank_world()[0] == 0:
-        print(msg, file=sys.stderr if sys.stderr.isatty() else sys.stdout, flush=True)
+def resume(resume_path: str | None, config: dict, model, optimizer, scaler, desc: str):
+    """(epoch to start from, history) after loading resume_path where it holds this
+    config's state. Raises checkpoints.CheckpointError if the file is damaged."""
+    fresh = 0, {"loss": [], "train_acc": [], "val_acc": []}
+    if not resume_path or not os.path.exists(resume_path):
+        return fresh
+    state = checkpoints.load(resume_path)
+    if state.get("config") != config:
+        logs.problem(f"{desc}: ignoring {resume_path}, written for a different config")
+        return fresh
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        checkpoints.set_rng_state(state["rng"])
+        epoch, history = int(state["epoch"]), state["history"]
+        if not all(len(history[k]) == epoch for k in ("loss", "train_acc", "val_acc")):
+            raise ValueError("its history does not match its epoch")
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise checkpoints.CheckpointError(f"{resume_path} is damaged ({str(err).splitlines()[0][:120]})") from None
+    logs.info(f"{desc}: resuming from epoch {epoch + 1} of {config['epochs']} ({resume_path})")
+    return epoch, history
+
+
+def train_one_epoch(train_step, model, loader: DeviceLoader, seed: int, epoch: int, bar_desc: str,
+                    show_bar: bool) -> tuple:
+    """One pass over the training batches; returns (summed objective, correct predictions),
+    summed over every process of a data-parallel run."""
+    model.train()
+    device = loader.device
+    # objective sum and correct predictions (float64 where the device has it: exact counts)
+    totals = torch.zeros(2, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    seen = 0  # this process's images so far, for the progress bar
+    bar = tqdm(loader.batches(seed, epoch), total=len(loader), leave=False, desc=bar_desc,
+               disable=not show_bar, dynamic_ncols=True)
+    refresh = max(1, len(loader) // 4)
+    for step, (x, y) in enumerate(bar):
+        objective_sum, logits = train_step(x, y, loader.world_size / loader.global_batch_size(step))
+        totals[0] += objective_sum
+        totals[1] += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if show_bar and (step + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
+            loss_now, correct_now = totals.tolist()
+            bar.set_postfix(loss=f"{loss_now / seen:.4f}", acc=f"{correct_now / seen:.3f}")
+    bar.close()
+    return tuple(all_reduce_sum(totals, loader.world_size).tolist())
 
 
 def train_run(config: dict, split: Split, num_classes: int, resume_path: str | None = None,
               desc: str = "run") -> dict:
     """Train one AlexNet on split as config says; returns the run's record:
-    status ("completed" or "diverged"), history, test_acc, best_val_acc, and the
-    trained model's state_dict under "model"."""
+    status ("completed" or "diverged"), history, timing (per epoch: seconds of
+    training, evaluation and checkpointing, and training images/s), test_acc,
+    best_val_acc, and the trained model's state_dict under "model"."""
     device = split.train.device
-    precision = config["precision"]
+    precision, world = config["precision"], split.world_size
     seed_everything(config["seed"])
     model, optimizer, scaler = build_model(config, num_classes, device)
-    history = {"loss": [], "train_acc": [], "val_acc": []}
-    start_epoch = 0
+    try:
+        start_epoch, history = resume(resume_path, config, model, optimizer, scaler, desc)
+    except checkpoints.CheckpointError as err:
+        logs.problem(f"{desc}: cannot resume: {err}; starting this run from epoch 1")
+        seed_everything(config["seed"])  # exactly the state a fresh run starts from
+        model, optimizer, scaler = build_model(config, num_classes, device)
+        start_epoch, history = 0, {"loss": [], "train_acc": [], "val_acc": []}
+    # a resume file holds the timings of the epochs before the one it saved
+    timing = {key: history.pop(key, []) for key in TIMINGS}
+    timing = {key: t + [None] * (len(history["loss"]) - len(t)) for key, t in timing.items()}
 
-    if resume_path and os.path.exists(resume_path):
-        state = load_checkpoint(resume_path)
-        if state.get("config") == config:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            history = state["history"]
-            start_epoch = state["epoch"]
-            _set_rng_state(state["rng"])
-            _log(f"{desc}: resuming from epoch {start_epoch + 1} of {config['epochs']} ({resume_path})")
-        else:
-            _log(f"{desc}: ignoring {resume_path}, written for a different config")
-
-    rank, world = dist_rank_world()
     step_model = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -287,48 +290,41 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
     if config["compile"]:
         step_model = torch.compile(step_model)
     train_step = make_train_step(model, optimizer, scaler, precision, config["l1"], config["l2"], step_model)
-    tty = sys.stderr.isatty() and rank == 0
+    show_bar = sys.stderr.isatty() and split.rank == 0
     status, started = "completed", time.perf_counter()
+    images = max(len(split.train.indices), 1)  # every process's share, together
     for epoch in range(start_epoch, config["epochs"]):
-        model.train()
-        # objective sum and correct predictions (float64 where the device has it: exact counts)
-        totals = torch.zeros(2, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-        seen = 0  # this process's images so far, for the progress bar
-        bar = tqdm(split.train.batches(config["seed"], epoch), total=len(split.train), leave=False,
-                   desc=f"{desc} epoch {epoch + 1}/{config['epochs']}", disable=not tty, dynamic_ncols=True)
-        refresh = max(1, len(split.train) // 4)
-        for step, (x, y) in enumerate(bar):
-            objective_sum, logits = train_step(x, y, world / split.train.global_batch_size(step))
-            totals[0] += objective_sum
-            totals[1] += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if tty and (step + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
-                loss_now, correct_now = totals.tolist()
-                bar.set_postfix(loss=f"{loss_now / seen:.4f}", acc=f"{correct_now / seen:.3f}")
-        bar.close()
-        loss_total, correct = all_reduce_sum(totals).tolist()
-        images = max(len(split.train.indices), 1)  # every process's share, together
+        tick = time.perf_counter()
+        loss_total, correct = train_one_epoch(train_step, model, split.train, config["seed"], epoch,
+                                              f"{desc} epoch {epoch + 1}/{config['epochs']}", show_bar)
+        train_seconds = time.perf_counter() - tick  # the .tolist() above waited for the device
         mean_loss = loss_total / images
         if not math.isfinite(mean_loss):
             status = "diverged"
-            _log(f"{desc}: loss is {mean_loss} in epoch {epoch + 1}; stopping this run as diverged")
+            logs.info(f"{desc}: loss is {mean_loss} in epoch {epoch + 1}; stopping this run as diverged")
             break
+        tick = time.perf_counter()
         train_acc = (correct / images if config["train_acc"] == "epoch"
                      else evaluate(step_model, split.train_eval, precision))
         val_acc = evaluate(step_model, split.val, precision)
+        eval_seconds = time.perf_counter() - tick
         history["loss"].append(mean_loss)
         history["train_acc"].append(train_acc)
         history["val_acc"].append(val_acc)
-        _log(f"{desc} epoch {epoch + 1}/{config['epochs']}: loss {mean_loss:.4f}  "
-             f"train_acc {train_acc:.4f}  val_acc {val_acc:.4f}")
+        logs.info(f"{desc} epoch {epoch + 1}/{config['epochs']}: loss {mean_loss:.4f}  "
+                  f"train_acc {train_acc:.4f}  val_acc {val_acc:.4f}  ({images / train_seconds:.0f} images/s)")
+        tick = time.perf_counter()
         last = epoch + 1 == config["epochs"]
-        if resume_path and rank == 0 and not last and (epoch + 1) % config["checkpoint_every"] == 0:
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(), "epoch": epoch + 1, "history": history,
-                         "rng": _rng_state(), "config": config}, resume_path)
+        if resume_path and split.rank == 0 and not last and (epoch + 1) % config["checkpoint_every"] == 0:
+            checkpoints.save(checkpoints.resume_state(model, optimizer, scaler, epoch + 1,
+                                                      {**history, **timing}, config), resume_path)
+        epoch_timing = dict(train_seconds=train_seconds, images_per_s=images / train_seconds,
+                            eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick)
+        for key in TIMINGS:
+            timing[key].append(round(epoch_timing[key], 4))
 
     test_acc = evaluate(step_model, split.test, precision) if status == "completed" else None
-    return {"status": status, "history": history, "test_acc": test_acc,
+    return {"status": status, "history": history, "timing": timing, "test_acc": test_acc,
             "best_val_acc": max(history["val_acc"], default=None),
             "epochs_completed": len(history["loss"]),
             "train_seconds": round(time.perf_counter() - started, 2),

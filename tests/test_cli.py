@@ -102,7 +102,7 @@ DOCUMENTED = {
 def captured_sweep(monkeypatch):
     calls = []
 
-    def fake_run_sweep(experiment, runs, base, args):
+    def fake_run_sweep(experiment, runs, base, args, device=None):
         calls.append(dict(experiment=experiment, runs=runs, base=base, args=args))
         return 0
 

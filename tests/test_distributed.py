@@ -1,5 +1,5 @@
-"""torchrun: two gloo processes on CPU train the same sweep as one process with the
-same global batch. Each rank takes half of every global batch and DDP averages the
+"""torchrun --strategy ddp: two gloo processes on CPU train the same sweep as one process
+with the same global batch. Each rank takes half of every global batch and DDP averages the
 gradients, so the per-epoch losses agree up to the order of floating-point sums."""
 import json
 import os
@@ -20,7 +20,7 @@ def command(launcher, data_dir, out):
     return [*launcher, "main_weight_regularization.py", "--values", "0,0", "1e-4,1e-4",
             "--dataset", "mnist", "--data-dir", str(data_dir), "--image-size", "67",
             "--train-size", "41", "--val-size", "16", "--test-size", "16", "--batch-size", "16",
-            "--epochs", "2", "--precision", "fp32", "--device", "cpu", "--out", str(out)]
+            "--epochs", "2", "--precision", "fp32", "--device", "cpu", "--out", str(out), "--strategy", "ddp"]
 
 
 def run(cmd, log):
@@ -67,7 +67,7 @@ def test_torchrun_resumes_a_run_interrupted_in_one_process(mnist_dir, tmp_path, 
     assert resume.exists()
 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    text = run([*torchrun, "main_learning_rate.py", *argv(cut)], tmp_path / "resumed.log")
+    text = run([*torchrun, "main_learning_rate.py", *argv(cut), "--strategy", "ddp"], tmp_path / "resumed.log")
     assert "resuming from epoch 2 of 2" in text and "epoch 1/2" not in text
     again = load_results(cut, "learning_rate")["runs"][0]
     assert again["world_size"] == 2 and not resume.exists()
@@ -92,7 +92,7 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     argv = ["--values", "1e-4", "1e-3", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
             "--train-size", "32", "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs", "1",
-            "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out")]
+            "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"), "--strategy", "ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*torchrun, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=240, env=env)  # a hang would hit the timeout and fail the test

@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 
+import checkpoints
 import data
 import train
 from alexnet import AlexNet
@@ -226,10 +227,14 @@ def test_corrupt_cifar_exits_1(tmp_path):
 
 @pytest.mark.parametrize("device", ["nonsense", pytest.param("cuda", marks=pytest.mark.skipif(
     torch.cuda.is_available(), reason="a GPU is present"))])
-def test_unavailable_device_exits_1(mnist_dir, tmp_path, device):
-    argv = ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path / "out"), "--device", device]
+def test_unavailable_device_exits_2_before_loading_data(tmp_path, device):
+    # the data folder is missing too: the device must be refused first, like every bad flag
+    argv = ["--values", "1e-4", *tiny_argv(tmp_path / "no-data", tmp_path / "out"), "--device", device]
     code, out, err = run_script("main_learning_rate", argv)
-    assert_clean_failure(code, out, err, tmp_path / "out", device)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--device" in lines[0] and device in lines[0] and "no-data" not in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------
@@ -292,7 +297,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
 @pytest.mark.parametrize("fresh", [False, True])
 def test_interrupted_sweep_resumes_or_restarts_fresh(mnist_dir, tmp_path, monkeypatch, fresh):
     argv, reference, out_dir, resume = whole_and_cut_lr_run(mnist_dir, tmp_path, monkeypatch)
-    state = train.load_checkpoint(str(resume))
+    state = checkpoints.load(str(resume))
     assert state["epoch"] == 1 and len(state["history"]["loss"]) == 1
     assert not (out_dir / "results" / "learning_rate.json").exists()  # an interrupt is not a failure
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
 import data
 import train
 from alexnet import AlexNet
@@ -95,9 +96,9 @@ def test_resolve_device_and_precision():
 
 def test_atomic_save_and_load_checkpoint(tmp_path):
     path = str(tmp_path / "sub" / "x.pt")
-    train.atomic_save({"a": torch.arange(3), "h": [1.0, 2.0], "n": None}, path)
+    checkpoints.save({"a": torch.arange(3), "h": [1.0, 2.0], "n": None}, path)
     assert os.listdir(tmp_path / "sub") == ["x.pt"]  # no temporary left behind
-    got = train.load_checkpoint(path)
+    got = checkpoints.load(path)
     assert torch.equal(got["a"], torch.arange(3)) and got["h"] == [1.0, 2.0] and got["n"] is None
 
 
@@ -106,10 +107,10 @@ def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
     import numpy as np
     train.seed_everything(3)
     path = str(tmp_path / "rng.pt")
-    train.atomic_save({"rng": train._rng_state()}, path)
+    checkpoints.save({"rng": checkpoints.rng_state()}, path)
     expected = (torch.rand(3), np.random.rand(3), random.random())
     train.seed_everything(99)
-    train._set_rng_state(train.load_checkpoint(path)["rng"])
+    checkpoints.set_rng_state(checkpoints.load(path)["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
 
@@ -196,7 +197,7 @@ def test_in_process_resume_reproduces_the_uninterrupted_run(tiny_split, tmp_path
     cfg = config(epochs=3, dropout=0.3)
     resume = str(tmp_path / "run.resume.pt")
     first = train.train_run(cfg, split, ds.num_classes, resume, "first")
-    state = train.load_checkpoint(resume)
+    state = checkpoints.load(resume)
     assert state["epoch"] == 2 and state["config"] == cfg  # not rewritten after the last epoch
     assert state["history"]["loss"] == first["history"]["loss"][:2]
     capsys.readouterr()
@@ -211,7 +212,7 @@ def test_checkpoint_every(tiny_split, tmp_path):
     ds, split = tiny_split
     resume = str(tmp_path / "r.pt")
     train.train_run(config(epochs=3, checkpoint_every=2), split, ds.num_classes, resume)
-    assert train.load_checkpoint(resume)["epoch"] == 2
+    assert checkpoints.load(resume)["epoch"] == 2
     resume2 = str(tmp_path / "r2.pt")
     train.train_run(config(epochs=2, checkpoint_every=2), split, ds.num_classes, resume2)
     assert not os.path.exists(resume2)  # its only multiple of 2 is the last epoch
@@ -223,8 +224,8 @@ def test_resume_file_for_another_config_is_ignored(tiny_split, tmp_path, capsys)
     train.train_run(config(epochs=2), split, ds.num_classes, resume, "a")
     capsys.readouterr()
     rec = train.train_run(config(epochs=2, lr=2e-4), split, ds.num_classes, resume, "b")
-    out = capsys.readouterr().out
-    assert "ignoring" in out and "resuming" not in out
+    captured = capsys.readouterr()
+    assert "ignoring" in captured.err and "resuming" not in captured.out + captured.err
     assert rec["epochs_completed"] == 2 and rec["status"] == "completed"
 
 

@@ -1,0 +1,77 @@
+"""Checkpoints: one schema of plain dicts, written atomically, read with
+weights_only, and the RNG states a resume needs.
+
+models/<experiment>/<run>.pt, a finished run:
+    {"model": AlexNet state_dict, "config", "history", "test_acc", "best_val_acc",
+     "status", "experiment", "name", "num_classes", "classes"}
+models/<experiment>/<run>.resume.pt, an unfinished run after its last saved epoch:
+    {"model", "optimizer", "scaler", "epoch", "history", "rng", "config"}
+
+Both load anywhere with torch.load(path, weights_only=True, map_location="cpu").
+"""
+import os
+import random
+
+import numpy as np
+import torch
+
+from storage import atomic_write
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be read; the message is one sentence naming the file."""
+
+
+def final_path(models_dir: str, stem: str) -> str:
+    return os.path.join(models_dir, f"{stem}.pt")
+
+
+def resume_path(models_dir: str, stem: str) -> str:
+    return os.path.join(models_dir, f"{stem}.resume.pt")
+
+
+def save(state: dict, path: str) -> None:
+    """Write state to path atomically (storage.atomic_write); WriteError if it cannot be."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load(path: str) -> dict:
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except Exception as err:  # torch reports damage as RuntimeError, pickle or zip errors
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is damaged or not a checkpoint ({reason[:120]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this repository (not a dict)")
+    return state
+
+
+def final_state(model_state: dict, record: dict, experiment: str, num_classes: int, classes: list) -> dict:
+    return {"model": model_state, "config": record["config"], "history": record["history"],
+            "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
+            "status": record["status"], "experiment": experiment, "name": record["name"],
+            "num_classes": num_classes, "classes": [str(c) for c in classes]}
+
+
+def resume_state(model, optimizer, scaler, epoch: int, history: dict, config: dict) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "history": history, "rng": rng_state(), "config": config}
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))

@@ -1,0 +1,230 @@
+"""Results files: where runs are recorded, how they are read, checked, merged and
+shown. Imported by the sweep, plotting.py and report.py; needs no torch.
+
+Each finished (setting, seed) run is one record,
+results/<experiment>/<name>_seed<k>.json, written atomically, so any number of
+processes (terminals, torchrun ranks, scheduler shards, machines sharing a
+filesystem) can record runs of one experiment into one --out without losing any.
+results/<experiment>.json (the runs, their summary over seeds and the best
+setting) and results/<experiment>.csv are derived from the records under a lock,
+and are rebuilt from them whenever a run finishes. A results file written before
+records existed is read too: its runs count as records.
+"""
+import csv
+import io
+import json
+import math
+import os
+
+from storage import atomic_write_text, locked
+
+STATUSES = ("completed", "diverged", "failed")
+CURVES = ("loss", "train_acc", "val_acc")
+
+
+class ResultsError(ValueError):
+    """A results file or run record is damaged; the message is one sentence."""
+
+
+def fmt(value) -> str:
+    """Compact text for a hyperparameter value in names and tables: 1e-05, 0.25, adam."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------------
+# Paths
+
+def results_path(out: str, experiment: str) -> str:
+    return os.path.join(out, "results", f"{experiment}.json")
+
+
+def records_dir(out: str, experiment: str) -> str:
+    return os.path.join(out, "results", experiment)
+
+
+def record_path(out: str, experiment: str, name: str, seed: int) -> str:
+    return os.path.join(records_dir(out, experiment), f"{name}_seed{seed}.json")
+
+
+def experiments_in(out: str) -> list:
+    """Names of the experiments with a results file or run records under out/results."""
+    folder = os.path.join(out, "results")
+    if not os.path.isdir(folder):
+        return []
+    found = {f[:-5] for f in os.listdir(folder) if f.endswith(".json")}
+    found |= {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+              and any(f.endswith(".json") for f in os.listdir(os.path.join(folder, d)))}
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------
+# Checking what is read
+
+def _number_or_none(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def run_problem(run) -> str | None:
+    """Why run is not a run record this repository writes, or None if it is one."""
+    if not isinstance(run, dict):
+        return "a run is not an object"
+    for key, kind in (("name", str), ("params", dict), ("history", dict), ("status", str)):
+        if not isinstance(run.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if not isinstance(run.get("config", {}), dict):
+        return f"run {run['name']!r} has a 'config' that is not an object"
+    name = run["name"]
+    if not isinstance(run.get("seed"), int) or isinstance(run["seed"], bool) or run["seed"] < 0:
+        return f"run {name!r} has no whole-number 'seed'"
+    if run["status"] not in STATUSES:
+        return f"run {name!r} has status {run['status']!r}"
+    for key in CURVES:
+        curve = run["history"].get(key)
+        if not isinstance(curve, list) or not all(map(_number_or_none, curve)):
+            return f"run {name!r} has no list of numbers under history.{key}"
+    for key in ("test_acc", "best_val_acc"):
+        if not _number_or_none(run.get(key)):
+            return f"run {name!r} has a {key!r} that is not a number"
+    if run["status"] == "completed" and run.get("test_acc") is None:
+        return f"completed run {name!r} has no test_acc"
+    return None
+
+
+def _refuse(path: str, problem: str):
+    raise ResultsError(f"{path} is not a results file this repository wrote ({problem}); "
+                       f"move it away or choose another --out")
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as err:
+        _refuse(path, str(err))
+    except OSError as err:
+        raise ResultsError(f"{path} could not be read ({err.strerror})") from None
+
+
+def read_summary_file(path: str, experiment: str) -> list:
+    """The runs of results/<experiment>.json (none if it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    results = _read_json(path)
+    runs = results.get("runs") if isinstance(results, dict) else None
+    if not isinstance(runs, list):
+        _refuse(path, "it holds no list of runs")
+    for run in runs:
+        problem = run_problem(run)
+        if problem:
+            _refuse(path, problem)
+    return runs
+
+
+def read_records(out: str, experiment: str) -> list:
+    folder = records_dir(out, experiment)
+    if not os.path.isdir(folder):
+        return []
+    runs = []
+    for fname in sorted(os.listdir(folder)):
+        if not fname.endswith(".json") or fname.startswith("."):
+            continue
+        path = os.path.join(folder, fname)
+        run = _read_json(path)
+        problem = run_problem(run)
+        if problem:
+            _refuse(path, problem)
+        runs.append(run)
+    return runs
+
+
+def read_results(out: str, experiment: str, order: list | None = None) -> dict:
+    """Every recorded run of the experiment: the results file's runs, replaced or
+    joined by the run records. Runs follow the results file's order, then order
+    (a list of setting names), then name; seeds ascending.
+    Raises ResultsError with one sentence on a damaged file."""
+    listed = read_summary_file(results_path(out, experiment), experiment)
+    by_key = {(r["name"], r["seed"]): r for r in listed}
+    by_key.update({(r["name"], r["seed"]): r for r in read_records(out, experiment)})
+    names = list(dict.fromkeys([r["name"] for r in listed] + list(order or [])))
+    position = {n: i for i, n in enumerate(names)}
+    runs = sorted(by_key.values(), key=lambda r: (position.get(r["name"], len(names)), r["name"], r["seed"]))
+    return {"experiment": experiment, "runs": runs}
+
+
+def finished(run: dict | None, config: dict) -> bool:
+    """Whether run is a finished record (completed or diverged) of exactly this config."""
+    return bool(run) and run["status"] in ("completed", "diverged") and run.get("config") == config
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+def _json_safe(value):
+    """NaN and infinity become null, so the file is standard JSON that loads anywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def to_json(value) -> str:
+    return json.dumps(_json_safe(value), indent=1, allow_nan=False)
+
+
+def write_record(out: str, experiment: str, run: dict) -> str:
+    path = record_path(out, experiment, run["name"], run["seed"])
+    atomic_write_text(path, to_json(run))
+    return path
+
+
+def _csv(runs: list) -> str:
+    buf = io.StringIO()
+    param_keys = sorted({k for run in runs for k in run["params"]})
+    writer = csv.writer(buf)
+    writer.writerow(["name", *param_keys, "seed", "status", "epochs_completed", "final_loss",
+                     "final_train_acc", "final_val_acc", "best_val_acc", "test_acc"])
+    for run in runs:
+        h = run["history"]
+        last = lambda key: "" if not h[key] or h[key][-1] is None else h[key][-1]
+        writer.writerow([run["name"], *[run["params"].get(k, "") for k in param_keys], run["seed"],
+                         run["status"], len(h["loss"]), last("loss"), last("train_acc"), last("val_acc"),
+                         "" if run.get("best_val_acc") is None else run["best_val_acc"],
+                         "" if run.get("test_acc") is None else run["test_acc"]])
+    return buf.getvalue()
+
+
+def write_results(out: str, experiment: str, order: list | None = None) -> dict:
+    """Rebuild results/<experiment>.json and .csv from every run recorded so far, under a
+    lock so that two processes finishing at once cannot write an older view last."""
+    import stats
+    with locked(os.path.join(out, "results", f".{experiment}.lock")):
+        results = read_results(out, experiment, order)
+        results["summary"], results["best"] = stats.summarize(results)
+        atomic_write_text(results_path(out, experiment), to_json(results))
+        atomic_write_text(os.path.join(out, "results", f"{experiment}.csv"), _csv(results["runs"]))
+    return results
+
+
+# ---------------------------------------------------------------------------
+# The table a sweep prints
+
+def table(runs: list) -> str:
+    rows = [("run", "hyperparameters", "seed", "status", "best val acc", "test acc")]
+    for run in runs:
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in run["params"].items())
+        best, test, status = run.get("best_val_acc"), run.get("test_acc"), run["status"]
+        if status == "diverged":
+            status = f"diverged at epoch {run.get('epochs_completed', len(run['history']['loss'])) + 1}"
+        rows.append((run["name"], params, str(run["seed"]), status,
+                     "-" if best is None else f"{100 * best:.2f}%",
+                     "-" if test is None else f"{100 * test:.2f}%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

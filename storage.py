@@ -1,0 +1,197 @@
+"""Writing files so that nothing is lost or half-written: atomic writes under
+names unique to the process, file locks, and interrupts held back while a file
+is being written.
+
+Every file this repository writes (checkpoints, run records, results, plots,
+the report) goes through atomic_write: the data lands in a temporary file in the
+same folder, is flushed to disk, then renamed over the target, so a reader sees
+the previous complete file or the new one. A write that cannot complete (disk
+full, no permission) removes its temporary file, leaves the previous file in
+place and raises WriteError with one sentence naming the path and the cause.
+Ctrl-C or SIGTERM arriving mid-write takes effect when the write is done.
+"""
+import contextlib
+import os
+import signal
+import threading
+import uuid
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: locks become no-ops there
+    fcntl = None
+
+HANDLED_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s)
+
+
+class WriteError(Exception):
+    """A file could not be written; the message is one sentence for the user."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM; exit_code is 128 + the signal number."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code_of(interrupt: KeyboardInterrupt) -> int:
+    return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
+
+
+def _raise_interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupts_as_exceptions():
+    """Within the block SIGINT and SIGTERM both raise Interrupted (SIGTERM's default
+    would end the process on the spot, leaving temporary files and no message)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupt) for s in HANDLED_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back SIGINT and SIGTERM until the block ends, then raise Interrupted:
+    a checkpoint or results file being written is finished first, never cut."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in HANDLED_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if caught:
+        raise Interrupted(caught[0])
+
+
+def temporary_name(path: str) -> str:
+    """A name beside path that no other process or thread will choose."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def describe(err: OSError) -> str:
+    return err.strerror or type(err).__name__
+
+
+def ensure_folder(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise WriteError(f"could not create the folder {folder} ({describe(err)})") from None
+
+
+def atomic_write(path: str, write, binary: bool = True) -> None:
+    """write(file object) fills a temporary file, which then replaces path."""
+    ensure_folder(os.path.dirname(path) or ".")
+    tmp = temporary_name(path)
+    with interrupts_deferred():
+        try:
+            with open(tmp, "wb" if binary else "w") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename: a power cut leaves the old file or the new
+            os.replace(tmp, path)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if isinstance(err, OSError):
+                raise WriteError(f"could not write {path} ({describe(err)}); the previous file, if any, "
+                                 f"is unchanged") from None
+            raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def check_writable(folder: str) -> None:
+    """Raise WriteError unless files can be created in folder, or in the folders that would
+    be made for it. Leaves nothing behind: the test file is removed, no folder is made."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise WriteError(f"{existing} is a file, not a folder, so {folder} cannot be made")
+    probe = temporary_name(os.path.join(existing, "write-probe"))
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+    except OSError as err:
+        raise WriteError(f"cannot write into {existing} ({describe(err)})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
+
+
+def _lock(path: str, wait: bool):
+    """An open file holding an exclusive flock on path, or None if another process holds it
+    (wait=False). flock locks end with the process however it ends, so a killed process
+    leaves no stale lock; the file is removed on release, and a lock taken on a file that
+    was removed meanwhile is retried on the new one."""
+    ensure_folder(os.path.dirname(path) or ".")
+    while True:
+        f = open(path, "a")
+        if not fcntl:
+            return f
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            f.close()
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                return f
+        except FileNotFoundError:
+            pass
+        f.close()  # its holder removed it while we waited: lock the current file instead
+
+
+def _unlock(f, path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)  # still holding the lock: nobody can hold this file now
+    f.close()
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """Hold an exclusive lock on path for the block, waiting for it."""
+    f = _lock(path, wait=True)
+    try:
+        yield
+    finally:
+        _unlock(f, path)
+
+
+class Claim:
+    """A non-blocking exclusive lock: whoever holds it trains the run; others leave it alone."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file = None
+
+    def acquire(self) -> bool:
+        self.file = _lock(self.path, wait=False)
+        return self.file is not None
+
+    def release(self) -> None:
+        if self.file:
+            _unlock(self.file, self.path)
+            self.file = None

@@ -1,0 +1,148 @@
+"""Several processes on one --out: terminals side by side, torchrun ranks spreading a
+sweep's runs, --shard I/N for job arrays. No process loses another's runs, no run is
+trained twice at once, and a rerun trains only what is missing."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, load_results, run_script, tiny_argv
+
+VALUES = ["1e-4", "3e-4", "1e-3", "3e-3"]
+NAMES = {"lr_0.0001", "lr_0.0003", "lr_0.001", "lr_0.003"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+LOSS_RTOL = 1e-4
+
+
+def command(data_dir, out, values, extra=()):
+    return [sys.executable, "main_learning_rate.py", "--values", *values, *tiny_argv(data_dir, out), *extra]
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def by_name(out):
+    return {r["name"]: r for r in load_results(out, "learning_rate")["runs"]}
+
+
+def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
+    procs = [subprocess.Popen(command(mnist_dir, out, VALUES[2 * i:2 * i + 2]), cwd=ROOT, stdout=logs[i],
+                              stderr=subprocess.STDOUT, env=env()) for i in range(2)]
+    codes = [p.wait(timeout=300) for p in procs]
+    for f in logs:
+        f.close()
+    assert codes == [0, 0], [open(tmp_path / f"p{i}.log").read() for i in range(2)]
+    runs = by_name(out)
+    assert set(runs) == NAMES and all(r["status"] == "completed" for r in runs.values())
+    csv_names = {line.split(",")[0] for line in (out / "results" / "learning_rate.csv").read_text().splitlines()[1:]}
+    assert csv_names == NAMES
+    assert {p.name for p in (out / "models" / "learning_rate").iterdir()} == {f"{n}.pt" for n in NAMES}
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_run_claimed_by_another_process_is_left_to_it(mnist_dir, tmp_path):
+    import storage
+    out = tmp_path / "out"
+    claim = storage.Claim(str(out / "models" / "learning_rate" / ".lr_0.0001.lock"))
+    assert claim.acquire()
+    try:
+        code, stdout, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3",
+                                                               *tiny_argv(mnist_dir, out)])
+    finally:
+        claim.release()
+    assert code == 0, err
+    assert "lr_0.0001: being trained by another process" in stdout
+    assert set(by_name(out)) == {"lr_0.001"}
+    assert "1 run(s) of this sweep are not recorded yet" in stdout
+    # once it is free, the same command trains only the missing run
+    code, stdout, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)])
+    assert code == 0 and "lr_0.001: already completed" in stdout and "lr_0.0001 epoch 1/1" in stdout
+
+
+def test_shards_one_after_another_make_the_whole_sweep(mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, out),
+                                                          "--shard", "1/2"])
+    assert code == 0, err
+    first = by_name(out)
+    assert set(first) == {"lr_0.0001", "lr_0.001"}  # every second run, from the first
+    assert all(r["trained_on"]["shard"] == "1/2" for r in first.values())
+    code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, out),
+                                                          "--shard", "2/2"])
+    assert code == 0, err
+    runs = by_name(out)
+    assert set(runs) == NAMES
+    assert {runs[n]["trained_on"]["shard"] for n in ("lr_0.0003", "lr_0.003")} == {"2/2"}
+    assert runs["lr_0.0001"] == first["lr_0.0001"]  # shard 2 left shard 1's runs alone
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
+def test_bad_shard_is_refused(tmp_path, text):
+    code, out, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(tmp_path, tmp_path / "o"),
+                                                       "--shard", text])
+    assert code == 2 and "--shard" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_torchrun_spreads_the_runs_two_per_rank_as_one_process_trains_them(mnist_dir, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    proc = subprocess.run(command(mnist_dir, single, VALUES), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES)[1:]], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "runs spread over them" in proc.stdout
+    one, two = by_name(single), by_name(multi)
+    assert set(one) == set(two) == NAMES
+    ranks = sorted(r["trained_on"]["rank"] for r in two.values())
+    assert ranks == [0, 0, 1, 1]
+    for name in NAMES:
+        assert two[name]["status"] == "completed" and two[name]["world_size"] == 1
+        assert two[name]["config"] == one[name]["config"]
+        assert torch.allclose(torch.tensor(two[name]["history"]["loss"], dtype=torch.float64),
+                              torch.tensor(one[name]["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)
+        assert two[name]["test_acc"] == pytest.approx(one[name]["test_acc"], abs=1e-9)
+    assert proc.stdout.count("best by mean validation accuracy") == 1  # one rank writes the table
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_a_rank_killed_mid_sweep_loses_nothing_and_the_rerun_trains_only_what_is_missing(mnist_dir, tmp_path):
+    wrapper = tmp_path / "die_on_rank1.py"
+    wrapper.write_text(f'''import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+import train
+real, calls = train.train_run, []
+def train_run(*args, **kwargs):
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        os._exit(9)  # killed in its second run, as by the OOM killer
+    return real(*args, **kwargs)
+train.train_run = train_run
+import main_learning_rate
+sys.exit(main_learning_rate.main(sys.argv[1:]))
+''')
+    out = tmp_path / "out"
+    argv = command(mnist_dir, out, VALUES)[2:]
+    proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env())
+    assert proc.returncode != 0
+    records = out / "results" / "learning_rate"
+    before = {p.name: p.read_text() for p in records.iterdir()}
+    rank1_first = [json.loads(t) for t in before.values() if json.loads(t)["trained_on"]["rank"] == 1]
+    assert len(rank1_first) == 1  # rank 1 recorded its first run before it died
+
+    proc = subprocess.run([*TORCHRUN, *command(mnist_dir, out, VALUES)[1:]], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = by_name(out)
+    assert set(runs) == NAMES and all(r["status"] == "completed" for r in runs.values())
+    for fname, text in before.items():  # what was recorded was not trained again
+        assert (records / fname).read_text() == text
+    assert proc.stdout.count("already completed") == len(before)
