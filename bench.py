@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import data
+from storage import WriteError, atomic_write_text
+from sweep import positive_int, whole_number
 from train import DEFAULTS, PRECISIONS, Split, build_model, make_train_step, resolve_device, \
     resolve_precision, seed_everything
 
@@ -137,8 +139,9 @@ def bench_steps(args, device, precision):
             print(f"round {r + 1}/{args.rounds}  {name:5s}  {timings[name][-1]:9.1f} images/s", flush=True)
     study_ips = float(np.median(timings["study"]))
     ours_ips = float(np.median(timings["ours"]))
-    return {"mode": "steps", "study_images_per_s": round(study_ips, 1), "ours_images_per_s": round(ours_ips, 1),
-            "ratio": round(ours_ips / study_ips, 2), "rounds": timings}
+    # unrounded: the ratio is the quotient of the two rates exactly as stored
+    return {"mode": "steps", "study_images_per_s": study_ips, "ours_images_per_s": ours_ips,
+            "ratio": ours_ips / study_ips, "rounds": timings}
 
 
 def bench_job(args, device, precision):
@@ -192,27 +195,31 @@ def device_name(device):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", action="store_true", help="time a whole run end to end instead of training steps")
-    p.add_argument("--image-size", type=int, default=227, help="input side in pixels (default: 227)")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size (default: 64)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round and loop (default: 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per loop first (default: 3)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (default: 3)")
-    p.add_argument("--images", type=int, default=50_000, help="synthetic images for step mode (default: 50000)")
+    p.add_argument("--image-size", type=positive_int, default=227, help="input side in pixels (default: 227)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default: 64)")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps per round and loop (default: 10)")
+    p.add_argument("--warmup", type=lambda t: whole_number(t, 0), default=3, help="untimed steps per loop first (default: 3)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="alternating timed rounds (default: 3)")
+    p.add_argument("--images", type=positive_int, default=50_000, help="synthetic images for step mode (default: 50000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="our loop's precision (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (default: off)")
     p.add_argument("--dataset", default="fashion-mnist", help="--job: dataset (default: fashion-mnist)")
     p.add_argument("--data-dir", default="data", help="--job: data folder (default: data)")
-    p.add_argument("--epochs", type=int, default=2, help="--job: epochs (default: 2)")
-    p.add_argument("--train-size", type=int, default=512, help="--job: training images (default: 512)")
-    p.add_argument("--val-size", type=int, default=256, help="--job: validation images (default: 256)")
-    p.add_argument("--test-size", type=int, default=256, help="--job: test images (default: 256)")
+    p.add_argument("--epochs", type=positive_int, default=2, help="--job: epochs (default: 2)")
+    p.add_argument("--train-size", type=positive_int, default=512, help="--job: training images (default: 512)")
+    p.add_argument("--val-size", type=positive_int, default=256, help="--job: validation images (default: 256)")
+    p.add_argument("--test-size", type=positive_int, default=256, help="--job: test images (default: 256)")
     p.add_argument("--json", default=None, help="where to write the figures (default: results/bench[_job].json)")
     args = p.parse_args(argv)
     if args.image_size < 67:
         p.error("--image-size must be at least 67")
+    try:
+        device = resolve_device(args.device)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        p.error(f"argument --device: {args.device!r} is not available here ({err})".split("\n")[0])
 
-    device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     print(f"device {device} ({device_name(device)}), our precision {precision}, study's fp32, "
           f"{args.image_size} px, batch {args.batch_size}", flush=True)
@@ -232,9 +239,11 @@ def main(argv=None) -> int:
               f"{result['ours_images_per_s']:.1f} images/s, {result['ratio']:.2f}x")
     path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                      "bench_job.json" if args.job else "bench.json")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    try:
+        atomic_write_text(path, json.dumps(result, indent=1))
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"figures written to {path}")
     return 0
 

@@ -18,10 +18,12 @@ SETTINGS = dict(regime="subset", epochs=50)
 
 
 def make_run(value: str):
-    name, _, lr_text = value.partition(":")
+    name, colon, lr_text = value.partition(":")
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    lr = sweep.parse_number(lr_text, "learning rate") if lr_text else OPTIMIZERS[name][1]
+    if colon and not lr_text:
+        raise ValueError(f"{value!r} has a colon but no learning rate; write {name} or {name}:LR")
+    lr = sweep.parse_number(lr_text, "learning rate") if colon else OPTIMIZERS[name][1]
     return f"{name}_lr{sweep.fmt(lr)}", {"optimizer": name, "lr": lr}
 
 

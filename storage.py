@@ -63,22 +63,31 @@ def interrupts_as_exceptions():
             signal.signal(s, handler)
 
 
+_deferred = []  # signals caught while some block holds interrupts back; [] when none does
+_depth = [0]
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
     """Hold back SIGINT and SIGTERM until the block ends, then raise Interrupted:
-    a checkpoint or results file being written is finished first, never cut."""
+    a checkpoint or results file being written is finished first, never cut. Nested
+    blocks hold them until the outermost ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in HANDLED_SIGNALS}
+    if _depth[0] == 0:
+        _deferred.clear()
+        previous = {s: signal.signal(s, lambda signum, frame: _deferred.append(signum)) for s in HANDLED_SIGNALS}
+    _depth[0] += 1
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if caught:
-        raise Interrupted(caught[0])
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    if _depth[0] == 0 and _deferred:
+        raise Interrupted(_deferred[0])
 
 
 def temporary_name(path: str) -> str:
@@ -98,22 +107,43 @@ def ensure_folder(folder: str) -> None:
         raise WriteError(f"could not create the folder {folder} ({describe(err)})") from None
 
 
+class _Watched:
+    """A file whose write errors are kept: torch.save's C++ writer turns them into a
+    RuntimeError ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def atomic_write(path: str, write, binary: bool = True) -> None:
     """write(file object) fills a temporary file, which then replaces path."""
     ensure_folder(os.path.dirname(path) or ".")
     tmp = temporary_name(path)
     with interrupts_deferred():
+        watched = None
         try:
             with open(tmp, "wb" if binary else "w") as f:
-                write(f)
+                watched = _Watched(f)
+                write(watched)
                 f.flush()
                 os.fsync(f.fileno())  # on disk before the rename: a power cut leaves the old file or the new
             os.replace(tmp, path)
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            if isinstance(err, OSError):
-                raise WriteError(f"could not write {path} ({describe(err)}); the previous file, if any, "
+            cause = err if isinstance(err, OSError) else watched.error if watched else None
+            if cause is not None:
+                raise WriteError(f"could not write {path} ({describe(cause)}); the previous file, if any, "
                                  f"is unchanged") from None
             raise
 

@@ -48,11 +48,17 @@ def seed(text):
     return whole_number(text, 0, 2**31 - 1)  # numpy refuses negative seeds
 
 
+MAX_IMAGE_SIZE = 1024  # 20x the study's pixels per image; larger sides only exhaust memory
+
+
 def image_size(text):
     from alexnet import MIN_IMAGE_SIZE
     value = positive_int(text)
     if value < MIN_IMAGE_SIZE:
         raise argparse.ArgumentTypeError(f"{text} is below {MIN_IMAGE_SIZE}, the smallest input AlexNet accepts")
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} is above {MAX_IMAGE_SIZE}, the largest input this repository "
+                                         f"trains at (the study's is 227)")
     return value
 
 
@@ -64,7 +70,7 @@ def parse_number(text: str, what: str = "value", allow_zero: bool = False) -> fl
         raise ValueError(f"{what} {text!r} is not a number") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{what} {text!r} must be {'zero or ' if allow_zero else ''}a positive number")
-    return value
+    return value + 0.0  # -0 becomes 0, so "-0" and "0" name the same run
 
 
 def build_parser(experiment: str, doc: str, values: list, settings: dict, values_help: str):
@@ -83,7 +89,8 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
     p.add_argument("--train-size", type=positive_int, help="cap on training images (default: the regime's)")
     p.add_argument("--val-size", type=positive_int, help="cap on validation images (default: the regime's)")
     p.add_argument("--test-size", type=positive_int, help="cap on test images (default: all)")
-    p.add_argument("--image-size", type=image_size, help=f"input side in pixels, at least 67 {d('image_size')}")
+    p.add_argument("--image-size", type=image_size,
+                   help=f"input side in pixels, 67 to {MAX_IMAGE_SIZE} {d('image_size')}")
     p.add_argument("--seed", type=seed, help=f"seed of initialisation, data order and flips {d('seed')}")
     p.add_argument("--seeds", type=positive_int, default=1,
                    help="repeat every setting with seeds seed, seed+1, ... (default: 1)")
@@ -375,16 +382,25 @@ def train_job(experiment, job, args, dataset, split, models_dir, trained_on, ord
         record["trained_on"] = trained_on
         record["world_size"] = world if ddp else 1
         if lead:
-            if record["status"] != "failed":
-                checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
-                                                         dataset.classes), checkpoints.final_path(models_dir, job.stem))
-            write_record(args.out, experiment, record)
-            write_results(args.out, experiment, order)
-            if record["status"] != "failed" and os.path.exists(resume_path):
-                os.remove(resume_path)  # a failed run keeps it: the rerun resumes
+            with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
+                record_run(experiment, job, record, state_dict if record["status"] != "failed" else None,
+                           dataset, args.out, models_dir, resume_path, order)
         return record["status"]
     finally:
         claim.release()
+
+
+def record_run(experiment, job, record, state_dict, dataset, out, models_dir, resume_path, order) -> None:
+    """Final checkpoint first, then the run's record, then the merged results; a failed run
+    (state_dict None) keeps its resume file, so that the rerun resumes."""
+    import checkpoints
+    if state_dict is not None:
+        checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
+                                                 dataset.classes), checkpoints.final_path(models_dir, job.stem))
+    write_record(out, experiment, record)
+    write_results(out, experiment, order)
+    if state_dict is not None and os.path.exists(resume_path):
+        os.remove(resume_path)
 
 
 def finish(experiment, args, jobs, order, models_dir, failed) -> int:
