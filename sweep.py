@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import logs
 import storage
-from data import DATASETS, REGIMES
-from results import ResultsError, finished, fmt, read_results, results_path, write_record, write_results, table
-from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES
+
+storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
+from data import DATASETS, REGIMES  # noqa: E402
+from results import ResultsError, finished, fmt, read_results, results_path, write_record, write_results, table  # noqa: E402,E501
+from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)

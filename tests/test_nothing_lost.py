@@ -371,3 +371,15 @@ def test_bench_refuses_zero_steps_or_rounds(tmp_path, flag, capsys):
         bench.main([flag, "0", "--device", "cpu", "--json", str(tmp_path / "b.json")])
     assert exc.value.code == 2 and flag in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_ctrl_c_while_the_script_starts_is_one_line(mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "main_activation.py", "--values", "relu", *tiny_argv(mnist_dir, out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # torch is being imported (about 2 s here); earlier or later, the outcome is the same
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    # -SIGINT: Python ends itself with SIGINT after an interrupt outside main(), 130 in a shell
+    assert proc.returncode in (130, -signal.SIGINT)
+    assert "interrupted" in one_line(err)
