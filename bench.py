@@ -29,8 +29,16 @@ import torch.nn.functional as F
 import data
 from storage import WriteError, atomic_write_text
 from sweep import positive_int, whole_number
-from train import DEFAULTS, PRECISIONS, Split, build_model, make_train_step, resolve_device, \
-    resolve_precision, seed_everything
+from alexnet import AlexNet
+from fused import CONVS, FCS
+from train import DEFAULTS, PRECISIONS, Group, Split, group_batches, resolve_device, resolve_precision, \
+    seed_everything
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in TFLOPS (fp32 accumulate),
+# matched against torch.cuda.get_device_name; the share of peak uses these.
+PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.5, "H100": 756.5,
+               "A100": 312.0, "A10G": 70.0, "A10": 125.0, "L40S": 362.1, "L40": 181.0, "L4": 121.0,
+               "RTX 4090": 165.2, "RTX 3090": 71.0, "V100": 125.0, "T4": 65.0}
 
 
 class StudyDataset(torch.utils.data.Dataset):
@@ -63,9 +71,36 @@ def study_loader(images, labels, image_size, train, batch_size=64):
 
 def study_model_and_optimizer(config, num_classes, device):
     """The same AlexNet, in fp32 and the default memory format, with torch's default Adam."""
-    model, _, _ = build_model({**config, "precision": "fp32"}, num_classes, device)
-    model = model.to(memory_format=torch.contiguous_format)
+    model = AlexNet(num_classes, config["activation"], config["dropout"], image_size=config["image_size"]).to(device)
     return model, torch.optim.Adam(model.parameters(), lr=config["lr"])
+
+
+def training_flops(image_size: int, num_classes: int = 10) -> float:
+    """FLOPs of one training image (forward and backward: 3 x 2 x the forward's MACs)."""
+    shapes = {"conv1": (3, 96, 11), "conv2": (96, 256, 5), "conv3": (256, 384, 3), "conv4": (384, 384, 3),
+              "conv5": (384, 256, 3)}
+    side, macs = image_size, 0
+    for name, (stride, padding) in CONVS.items():
+        c_in, c_out, k = shapes[name]
+        side = (side + 2 * padding - k) // stride + 1
+        macs += side * side * c_out * c_in * k * k
+        if name in ("conv1", "conv2", "conv5"):
+            side = (side - 3) // 2 + 1
+    sizes = [256 * side * side, 4096, 4096, num_classes]
+    macs += sum(a * b for a, b in zip(sizes, sizes[1:]))
+    assert len(FCS) == len(sizes) - 1
+    return 6.0 * macs
+
+
+def peak_tflops(device) -> tuple:
+    """(name matched, dense bf16 peak in TFLOPS) for a CUDA device in PEAK_TFLOPS, else (None, None)."""
+    if device.type != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in PEAK_TFLOPS.items():
+        if key in name:
+            return key, peak
+    return None, None
 
 
 def study_step(model, optimizer, x, y):
@@ -102,46 +137,61 @@ def bench_steps(args, device, precision):
     labels = torch.randint(0, 10, (n,), generator=g)
     dataset = data.Dataset("synthetic-cifar10", images, labels, images[:0], labels[:0], list(range(10)), "synthetic")
     config = {**DEFAULTS, "image_size": args.image_size, "precision": precision, "compile": args.compile}
-
-    seed_everything(0)
-    ours_model, ours_opt, scaler = build_model(config, 10, device)
-    forward = torch.compile(ours_model) if args.compile else ours_model
-    ours_step = make_train_step(ours_model, ours_opt, scaler, precision, forward=forward)
     split = Split(dataset, torch.arange(n), torch.arange(0), None, args.batch_size, args.image_size, device)
-    epoch = iter(range(10**9))
-    ours_batches = _forever(lambda: split.train.batches(0, next(epoch)))
+
+    def ours_for(k):
+        """k runs fused (seeds 0 .. k-1, the study's Adam 1e-4), k x batch images per step."""
+        group = Group([{**config, "seed": s} for s in range(k)], 10, device)
+        forward = torch.compile(group.model) if args.compile else group.model
+        step = group.make_step(precision, forward)
+        epoch = iter(range(10**9))
+        batches = _forever(lambda: group_batches(split.train, list(range(k)), next(epoch)))
+
+        def run(steps):
+            group.model.train()
+            for _ in range(steps):
+                x, y = next(batches)
+                step(x, y, 1.0 / args.batch_size)
+        return run
 
     seed_everything(0)
     study_model, study_opt = study_model_and_optimizer(config, 10, device)
     study_batches = _forever(lambda: iter(study_loader(images, labels, args.image_size, True, args.batch_size)))
-
-    def ours(steps):
-        for _ in range(steps):
-            x, y = next(ours_batches)
-            ours_step(x, y)
 
     def study(steps):
         for _ in range(steps):
             x, y = next(study_batches)
             study_step(study_model, study_opt, x.to(device), y.to(device))
 
-    timings = {"study": [], "ours": []}
-    for name, fn in (("study", study), ("ours", ours)):
+    loops = {"study": (study, 1)}
+    for k in args.fuse:
+        loops[f"fuse {k}"] = (ours_for(k), k)
+    timings = {name: [] for name in loops}
+    for name, (fn, _) in loops.items():
         fn(args.warmup)
     _sync(device)
     for r in range(args.rounds):
-        for name, fn in (("study", study), ("ours", ours)):
+        for name, (fn, k) in loops.items():
             start = time.perf_counter()
             fn(args.steps)
             _sync(device)
-            elapsed = time.perf_counter() - start
-            timings[name].append(args.steps * args.batch_size / elapsed)
-            print(f"round {r + 1}/{args.rounds}  {name:5s}  {timings[name][-1]:9.1f} images/s", flush=True)
+            timings[name].append(k * args.steps * args.batch_size / (time.perf_counter() - start))
+            print(f"round {r + 1}/{args.rounds}  {name:8s}  {timings[name][-1]:9.1f} images/s", flush=True)
     study_ips = float(np.median(timings["study"]))
-    ours_ips = float(np.median(timings["ours"]))
-    # unrounded: the ratio is the quotient of the two rates exactly as stored
-    return {"mode": "steps", "study_images_per_s": study_ips, "ours_images_per_s": ours_ips,
-            "ratio": ours_ips / study_ips, "rounds": timings}
+    flops = training_flops(args.image_size)
+    matched, peak = peak_tflops(device)
+    ours = []
+    for name, (_, k) in loops.items():
+        if name == "study":
+            continue
+        ips = float(np.median(timings[name]))
+        tflops = ips * flops / 1e12
+        ours.append({"fuse": k, "images_per_s": ips, "ratio": ips / study_ips, "tflops": tflops,
+                     "peak_share": tflops / peak if peak and precision in ("bf16", "fp16") else None,
+                     "rounds": timings[name]})
+    # unrounded: each ratio is the quotient of the two rates exactly as stored
+    return {"mode": "steps", "study_images_per_s": study_ips, "study_rounds": timings["study"], "ours": ours,
+            "training_gflop_per_image": flops / 1e9, "peak_tflops": peak, "peak_matched": matched}
 
 
 def bench_job(args, device, precision):
@@ -204,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="our loop's precision (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (default: off)")
+    p.add_argument("--fuse", type=positive_int, nargs="+", default=[1], metavar="K",
+                   help="step mode: time our loop with K runs fused, for each K given (default: 1)")
     p.add_argument("--dataset", default="fashion-mnist", help="--job: dataset (default: fashion-mnist)")
     p.add_argument("--data-dir", default="data", help="--job: data folder (default: data)")
     p.add_argument("--epochs", type=positive_int, default=2, help="--job: epochs (default: 2)")
@@ -235,8 +287,12 @@ def main(argv=None) -> int:
         print(f"whole run: study's way {result['study_seconds']:.1f} s, ours {result['ours_seconds']:.1f} s, "
               f"{result['ratio']:.2f}x")
     else:
-        print(f"median: study's way {result['study_images_per_s']:.1f} images/s, ours "
-              f"{result['ours_images_per_s']:.1f} images/s, {result['ratio']:.2f}x")
+        print(f"median: study's way {result['study_images_per_s']:.1f} images/s")
+        for row in result["ours"]:
+            share = f", {100 * row['peak_share']:.1f}% of {result['peak_matched']}'s {result['peak_tflops']} TFLOPS " \
+                    "dense bf16 peak" if row["peak_share"] is not None else ""
+            print(f"ours, {row['fuse']} run(s) fused: {row['images_per_s']:.1f} images/s, {row['ratio']:.2f}x, "
+                  f"{row['tflops']:.2f} TFLOPS{share}")
     path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                      "bench_job.json" if args.job else "bench.json")
     try:

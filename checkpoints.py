@@ -6,6 +6,8 @@ models/<experiment>/<run>.pt, a finished run:
      "status", "experiment", "name", "num_classes", "classes"}
 models/<experiment>/<run>.resume.pt, an unfinished run after its last saved epoch:
     {"model", "optimizer", "scaler", "epoch", "history", "rng", "config"}
+    (a run trained in a fused group has its own, in the same schema: its AlexNet
+    state_dict, its optimizer's state over AlexNet.parameters(), its dropout RNG)
 
 Both load anywhere with torch.load(path, weights_only=True, map_location="cpu").
 """
@@ -35,9 +37,9 @@ def save(state: dict, path: str) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load(path: str) -> dict:
+def load(path: str, mmap: bool = False) -> dict:
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
     except Exception as err:  # torch reports damage as RuntimeError, pickle or zip errors
@@ -55,9 +57,9 @@ def final_state(model_state: dict, record: dict, experiment: str, num_classes: i
             "num_classes": num_classes, "classes": [str(c) for c in classes]}
 
 
-def resume_state(model, optimizer, scaler, epoch: int, history: dict, config: dict) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "history": history, "rng": rng_state(), "config": config}
+def resume_state(member_state: dict, epoch: int, history: dict, config: dict) -> dict:
+    """member_state: train.Group.member_state's model, optimizer, scaler and rng."""
+    return {**member_state, "epoch": epoch, "history": history, "config": config}
 
 
 def rng_state() -> dict:

@@ -151,9 +151,21 @@ def read_results(out: str, experiment: str, order: list | None = None) -> dict:
     return {"experiment": experiment, "runs": runs}
 
 
+# settings that change when files are written, not what a run computes
+NEUTRAL_KEYS = ("checkpoint_every", "checkpoint_seconds")
+
+
+def same_config(a, b) -> bool:
+    """Whether two run configs describe the same run (NEUTRAL_KEYS aside)."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    strip = lambda c: {k: v for k, v in c.items() if k not in NEUTRAL_KEYS}
+    return strip(a) == strip(b)
+
+
 def finished(run: dict | None, config: dict) -> bool:
-    """Whether run is a finished record (completed or diverged) of exactly this config."""
-    return bool(run) and run["status"] in ("completed", "diverged") and run.get("config") == config
+    """Whether run is a finished record (completed or diverged) of this config."""
+    return bool(run) and run["status"] in ("completed", "diverged") and same_config(run.get("config"), config)
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import storage
 
 storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
 from data import DATASETS, REGIMES  # noqa: E402
-from results import ResultsError, finished, fmt, read_results, results_path, write_record, write_results, table  # noqa: E402,E501
+from results import (ResultsError, finished, fmt, read_results, results_path, same_config, table,  # noqa: E402
+                     write_record, write_results)
 from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +51,7 @@ def seed(text):
     return whole_number(text, 0, 2**31 - 1)  # numpy refuses negative seeds
 
 
+MAX_FUSE = 64
 MAX_IMAGE_SIZE = 1024  # 20x the study's pixels per image; larger sides only exhaust memory
 
 
@@ -62,6 +64,20 @@ def image_size(text):
         raise argparse.ArgumentTypeError(f"{text} is above {MAX_IMAGE_SIZE}, the largest input this repository "
                                          f"trains at (the study's is 227)")
     return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more seconds")
+    return value
+
+
+def fuse(text: str):
+    return "auto" if text == "auto" else whole_number(text, 1, MAX_FUSE)
 
 
 def parse_number(text: str, what: str = "value", allow_zero: bool = False) -> float:
@@ -105,6 +121,13 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                         f"eval: a second pass in eval mode {d('train_acc')}")
     p.add_argument("--checkpoint-every", type=positive_int,
                    help=f"epochs between resume checkpoints {d('checkpoint_every')}")
+    p.add_argument("--checkpoint-seconds", type=seconds,
+                   help="at least this many seconds of training between resume checkpoints; 0: every "
+                        f"--checkpoint-every epochs {d('checkpoint_seconds')}")
+    p.add_argument("--fuse", type=fuse, default="auto",
+                   help="train up to K runs at once as one fused model; auto: as many as fit in a CUDA "
+                        "device's free memory (at most 16), 1 on CPU and MPS, where fusion measured slower "
+                        "(default: auto)")
     p.add_argument("--out", default=ROOT,
                    help="root for models/, images/ and results/ (default: the repository root)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are already complete")
@@ -218,6 +241,12 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
+    if args.fuse not in ("auto", 1):
+        if base["precision"] == "fp16":
+            parser.error("argument --fuse: fp16 trains with a gradient scaler, which would skip every fused "
+                         "run's step when one overflows; use --fuse 1 or bf16")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.strategy == "ddp":
+            parser.error("argument --fuse: --strategy ddp trains one run at a time; use --fuse 1")
     for folder in ("results", "models", "images"):
         try:
             storage.check_writable(os.path.join(args.out, folder))
@@ -309,16 +338,68 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     trained_on = {"host": socket.gethostname(), "pid": os.getpid(), "rank": rank, "world_size": world,
                   "strategy": args.strategy if world > 1 else None, "device": str(device),
                   "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
+    k = fuse_size(args.fuse, device, base, ddp)
+    groups = make_groups(mine, k, models_dir)
+    if any(len(g) > 1 for g in groups):
+        logs.info(f"fused: {' + '.join(str(len(g)) for g in groups)} runs at once (--fuse {args.fuse}"
+                  + (f", {k} chosen" if args.fuse == "auto" else "") + ")")
     failed = []
-    for job in mine:
-        outcome = train_job(experiment, job, args, dataset, split, models_dir, trained_on, order, rank, world, ddp)
-        if outcome == "failed":
-            failed.append(job.desc)
+    for jobs_of_group in groups:
+        statuses = train_jobs(experiment, jobs_of_group, args, dataset, split, models_dir, trained_on, order,
+                              rank, ddp)
+        failed += [job.desc for job, status in zip(jobs_of_group, statuses) if status == "failed"]
     if world > 1:
         dist.barrier()  # every run of every rank is recorded
     if rank != 0:
         return 1 if failed else 0
     return finish(experiment, args, jobs, order, models_dir, failed)
+
+
+MAX_AUTO_FUSE = 16
+
+
+def run_bytes(config: dict) -> int:
+    """Device memory one fused run needs, estimated: fp32 weights, gradients and two optimizer
+    states (16 bytes per parameter), training activations at its batch and evaluation
+    activations at batch 512 (about 1.2 M values per image at 227 px, 8 bytes each)."""
+    from alexnet import feature_size
+    side = feature_size(config["image_size"])
+    params = 3_747_200 + (256 * side * side + 1) * 4096 + 4097 * 4096 + 4097 * 10
+    per_image = 1.2e6 * (config["image_size"] / 227) ** 2 * 8
+    return int(16 * params + per_image * (config["batch_size"] + 512))
+
+
+def fuse_size(spec, device, base: dict, ddp: bool) -> int:
+    """K for --fuse: as given, or for auto as many runs as fit in 80% of a CUDA device's free
+    memory (at most MAX_AUTO_FUSE); 1 on CPU and MPS (fusion measured slower on CPU, see README),
+    with fp16 (one gradient scaler would skip every member's step) and with --strategy ddp."""
+    if spec != "auto":
+        return spec
+    if device.type != "cuda" or base["precision"] == "fp16" or ddp:
+        return 1
+    import torch
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(MAX_AUTO_FUSE, int(0.8 * free) // run_bytes(base)))
+
+
+def make_groups(jobs: list, k: int, models_dir: str) -> list:
+    """jobs in groups of at most k that train together: runs resumed from the same epoch,
+    in as few groups as possible, of sizes as even as possible, in sweep order."""
+    if k == 1:
+        return [[job] for job in jobs]
+    by_epoch = {}
+    for job in jobs:
+        by_epoch.setdefault(_resume_epoch(models_dir, job), []).append(job)
+    groups = []
+    for bucket in by_epoch.values():
+        n = -(-len(bucket) // k)  # ceil
+        size, extra = divmod(len(bucket), n)
+        start = 0
+        for i in range(n):
+            end = start + size + (1 if i < extra else 0)
+            groups.append(bucket[start:end])
+            start = end
+    return groups
 
 
 def _resume_epoch(models_dir: str, job: Job) -> int:
@@ -328,77 +409,102 @@ def _resume_epoch(models_dir: str, job: Job) -> int:
     if not os.path.exists(path):
         return 0
     try:
-        state = checkpoints.load(path)
-        return int(state["epoch"]) if state.get("config") == job.config else 0
+        state = checkpoints.load(path, mmap=True)  # reads only what it touches
+        return int(state["epoch"]) if same_config(state.get("config"), job.config) else 0
     except (checkpoints.CheckpointError, KeyError, TypeError, ValueError):
         return 0
 
 
-def train_job(experiment, job, args, dataset, split, models_dir, trained_on, order, rank, world, ddp) -> str:
-    """Train one run (unless another process holds it or has finished it since) and
-    record it. Returns its status, or "skipped"."""
+def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, order, rank, ddp) -> list:
+    """Train jobs as one fused group (those that no other process holds or has finished
+    since the sweep began) and record each run as soon as it finishes. Returns each job's
+    status, or "skipped"."""
     import torch
     import torch.distributed as dist
     import checkpoints
     import train
 
-    lead = rank == 0 or not ddp  # the process that writes this run's files
-    claim = storage.Claim(os.path.join(models_dir, f".{job.stem}.lock"))
+    lead = rank == 0 or not ddp  # the process that writes these runs' files
+    claims, statuses, take = [], ["skipped"] * len(jobs), []
     try:
-        got = [claim.acquire()] if lead else [None]
+        if lead:
+            latest = {} if args.fresh else {(r["name"], r["seed"]): r
+                                            for r in read_results(args.out, experiment)["runs"]}
+            for job in jobs:
+                claim = storage.Claim(os.path.join(models_dir, f".{job.stem}.lock"))
+                if not claim.acquire():
+                    logs.info(f"{job.desc}: being trained by another process on this --out; skipped here")
+                    take.append(False)
+                    continue
+                claims.append(claim)
+                if finished(latest.get((job.name, job.config["seed"])), job.config):
+                    logs.info(f"{job.desc}: finished meanwhile by another process; skipping")
+                    take.append(False)
+                    continue
+                take.append(True)
+        if ddp:  # every rank trains what rank 0 decided
+            shared = [take]
+            dist.broadcast_object_list(shared, src=0)
+            take = shared[0]
+        chosen = [i for i, t in enumerate(take) if t]
+        if not chosen:
+            return statuses
+        resume_paths = [checkpoints.resume_path(models_dir, jobs[i].stem) for i in chosen]
+        if args.fresh and lead:
+            for path in resume_paths:
+                if os.path.exists(path):
+                    os.remove(path)
         if ddp:
-            dist.broadcast_object_list(got, src=0)
-        if not got[0]:
-            logs.info(f"{job.desc}: being trained by another process on this --out; skipped here")
-            return "skipped"
-        if lead and not args.fresh:  # another process may have finished it since the sweep began
-            latest = {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
-            old = latest.get((job.name, job.config["seed"]))
-            if finished(old, job.config):
-                logs.info(f"{job.desc}: finished meanwhile by another process; skipping")
-                return "skipped"
-        resume_path = checkpoints.resume_path(models_dir, job.stem)
-        if args.fresh and lead and os.path.exists(resume_path):
-            os.remove(resume_path)
-        if ddp:
-            dist.barrier()  # no rank may look for the resume file before it is gone
-        record = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
+            dist.barrier()  # no rank may look for a resume file before it is gone
+        names = [f"{jobs[i].name} seed {jobs[i].config['seed']}" for i in chosen]
+
+        def record(j: int, outcome: dict) -> None:
+            job = jobs[chosen[j]]
+            entry = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
+            state_dict = outcome.pop("model", None)
+            entry.update(outcome, trained_on=trained_on, world_size=split.world_size,
+                         fused_with=[n for i, n in enumerate(names) if i != j])
+            if lead:
+                with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
+                    record_run(experiment, entry, state_dict, dataset, args.out, resume_paths[j], order)
+            statuses[chosen[j]] = entry["status"]
+
         try:
-            outcome = train.train_run(job.config, split, dataset.num_classes, resume_path, job.desc)
+            outcomes = train.train_group([jobs[i].config for i in chosen], split, dataset.num_classes,
+                                         resume_paths, [jobs[i].desc for i in chosen], on_finish=record)
         except (KeyboardInterrupt, SystemExit, storage.WriteError):
             raise
-        except Exception as err:  # one failing run must not end the sweep...
+        except Exception as err:  # one failing group must not end the sweep...
             if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C surfacing inside torch's C++ code
                 raise storage.Interrupted() from None
             if ddp:  # ...except data-parallel, where the other ranks would wait on it forever:
                 raise  # torchrun then stops them all, and a rerun resumes from the last epoch
             message = f"{type(err).__name__}: {err}".strip()
-            logs.problem(f"{job.desc}: failed ({message.splitlines()[0]})")
-            record.update(status="failed", error=message, history={"loss": [], "train_acc": [], "val_acc": []},
-                          test_acc=None, best_val_acc=None, epochs_completed=0)
+            for j, i in enumerate(chosen):
+                if statuses[i] == "skipped":
+                    logs.problem(f"{jobs[i].desc}: failed ({message.splitlines()[0]})")
+                    record(j, {"status": "failed", "error": message, "test_acc": None, "best_val_acc": None,
+                               "history": {"loss": [], "train_acc": [], "val_acc": []}, "epochs_completed": 0})
             if split.train.device.type == "cuda":
                 torch.cuda.empty_cache()
-        else:
-            state_dict = outcome.pop("model")
-            record.update(outcome)
-        record["trained_on"] = trained_on
-        record["world_size"] = world if ddp else 1
-        if lead:
-            with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
-                record_run(experiment, job, record, state_dict if record["status"] != "failed" else None,
-                           dataset, args.out, models_dir, resume_path, order)
-        return record["status"]
+        else:  # runs the trainer returned without reporting them finished
+            for j, outcome in enumerate(outcomes):
+                if statuses[chosen[j]] == "skipped" and outcome is not None:
+                    record(j, outcome)
+        return statuses
     finally:
-        claim.release()
+        for claim in claims:
+            claim.release()
 
 
-def record_run(experiment, job, record, state_dict, dataset, out, models_dir, resume_path, order) -> None:
+def record_run(experiment, record, state_dict, dataset, out, resume_path, order) -> None:
     """Final checkpoint first, then the run's record, then the merged results; a failed run
     (state_dict None) keeps its resume file, so that the rerun resumes."""
     import checkpoints
     if state_dict is not None:
+        final = resume_path[:-len(".resume.pt")] + ".pt"
         checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
-                                                 dataset.classes), checkpoints.final_path(models_dir, job.stem))
+                                                 dataset.classes), final)
     write_record(out, experiment, record)
     write_results(out, experiment, order)
     if state_dict is not None and os.path.exists(resume_path):

@@ -1,10 +1,12 @@
-"""The shared training loop: one run of AlexNet from a plain config dict.
+"""The training loop: K runs of AlexNet trained at once as one fused model
+(fused.py), each from a plain config dict; one run is the case K = 1.
 
 DEFAULTS holds every setting in one place, at the study's values. Scripts state
-only what they change. A run keeps its data on the training device, takes no
-host-device synchronisation per step, writes an atomic resume checkpoint every
---checkpoint-every epochs, and stops with status "diverged" if its loss stops
-being finite.
+only what they change. A group of runs keeps its data on the training device,
+takes no host-device synchronisation per step, writes an atomic resume
+checkpoint per run (every --checkpoint-every epochs once --checkpoint-seconds
+have passed), and a run whose loss stops being finite leaves the group with
+status "diverged" while the others go on.
 """
 import math
 import os
@@ -18,10 +20,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from torch import nn
+
 import checkpoints
 import logs
 from alexnet import AlexNet
 from data import DeviceLoader
+from fused import FusedAlexNet, fuse_inputs
+from results import same_config
 
 DEFAULTS = dict(
     dataset="cifar10",
@@ -45,7 +51,11 @@ DEFAULTS = dict(
     compile=False,
     train_acc="epoch",     # "epoch": counted on the training batches as they pass; "eval": a second pass
     checkpoint_every=1,
+    checkpoint_seconds=60.0,  # at least this long between resume checkpoints: bounds their cost on fast GPUs
 )
+# what may differ between the runs of one fused group; every other setting they share
+MEMBER_KEYS = ("optimizer", "lr", "l1", "l2", "activation", "dropout", "seed")
+DROPOUT_SEED_OFFSET = 1 << 40  # a run's dropout masks come from its seed, apart from its initialisation's stream
 
 # name -> (torch class, the study's learning rate for it, extra arguments)
 OPTIMIZERS = {
@@ -127,61 +137,9 @@ def all_reduce_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
     return t
 
 
-def make_train_step(model, optimizer, scaler, precision: str, l1: float = 0.0, l2: float = 0.0,
-                    forward=None):
-    """One optimisation step on a batch; what it returns stays on the device, so
-    that nothing waits for the GPU."""
-    device = next(model.parameters()).device
-    forward = model if forward is None else forward
-
-    def step(x, y, weight=None):
-        """weight scales the summed cross-entropy: 1 / len(y) (the default) makes it the
-        batch mean; world_size / global batch size makes DDP's gradient averaging
-        over processes give the mean over the global batch. Returns the summed
-        objective (cross-entropy plus penalty per image) and the logits."""
-        with autocast(device, precision):
-            logits = forward(x)
-            ce_sum = F.cross_entropy(logits, y, reduction="sum")
-        loss = ce_sum * (1.0 / max(len(y), 1) if weight is None else weight)
-        objective_sum = ce_sum.detach().float()
-        if l1 or l2:
-            penalty = weight_penalty(model, l1, l2)
-            loss = loss + penalty
-            objective_sum = objective_sum + penalty.detach() * len(y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return objective_sum, logits.detach()
-
-    return step
-
-
 def use_channels_last(device: torch.device) -> bool:
     """channels_last speeds up convolutions on CUDA tensor cores; on CPU it measured no gain."""
     return device.type == "cuda"
-
-
-def build_model(config: dict, num_classes: int, device: torch.device):
-    """The run's AlexNet (initialised from the global seed) and its optimizer and grad scaler."""
-    model = AlexNet(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
-                    image_size=config["image_size"]).to(device)
-    if use_channels_last(device):
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config["optimizer"], model.parameters(), config["lr"])
-    scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
-    return model, optimizer, scaler
-
-
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> float:
-    """Accuracy in eval mode (dropout off), one synchronisation at the end."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
-    for x, y in loader.batches():
-        with autocast(loader.device, precision):
-            correct += (model(x).argmax(1) == y).sum()
-    return all_reduce_sum(correct, loader.world_size).item() / max(len(loader.indices), 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -214,118 +172,299 @@ class Split:
                                  image_size, device, train=False, **opts)
 
 
-def resume(resume_path: str | None, config: dict, model, optimizer, scaler, desc: str):
-    """(epoch to start from, history) after loading resume_path where it holds this
-    config's state. Raises checkpoints.CheckpointError if the file is damaged."""
-    fresh = 0, {"loss": [], "train_acc": [], "val_acc": []}
-    if not resume_path or not os.path.exists(resume_path):
-        return fresh
-    state = checkpoints.load(resume_path)
-    if state.get("config") != config:
-        logs.problem(f"{desc}: ignoring {resume_path}, written for a different config")
-        return fresh
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        checkpoints.set_rng_state(state["rng"])
-        epoch, history = int(state["epoch"]), state["history"]
-        if not all(len(history[k]) == epoch for k in ("loss", "train_acc", "val_acc")):
-            raise ValueError("its history does not match its epoch")
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise checkpoints.CheckpointError(f"{resume_path} is damaged ({str(err).splitlines()[0][:120]})") from None
-    logs.info(f"{desc}: resuming from epoch {epoch + 1} of {config['epochs']} ({resume_path})")
-    return epoch, history
+class Group:
+    """K runs as one FusedAlexNet, each with its own optimizer over views of its own
+    weights: one step updates every member in place, with its own lr and state.
+
+    states[k], where given, is member k's resume state (checkpoints.resume_state's
+    schema); otherwise member k starts as its run would alone: AlexNet initialised
+    from the global RNG seeded with its seed."""
+
+    def __init__(self, configs: list, num_classes: int, device: torch.device, states: list | None = None):
+        states = states or [None] * len(configs)
+        self.configs, self.k, self.device, self.num_classes = configs, len(configs), device, num_classes
+        models, generators = [], []
+        for config, state in zip(configs, states):
+            seed_everything(config["seed"])
+            model = AlexNet(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
+                            image_size=config["image_size"])
+            generator = torch.Generator(device=device)
+            generator.manual_seed(config["seed"] + DROPOUT_SEED_OFFSET)
+            if state is not None:
+                model.load_state_dict(state["model"])
+                generator.set_state(state["rng"]["dropout"])
+            models.append(model)
+            generators.append(generator)
+        self.model = FusedAlexNet(models, [c["activation"] for c in configs], [c["dropout"] for c in configs],
+                                  generators).to(device)
+        if use_channels_last(device):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # member k's parameters: leaves sharing storage with its rows of the fused weights
+        self.params = [[nn.Parameter(t.detach()) for t in self.model.member_tensors(k).values()]
+                       for k in range(self.k)]
+        self.optimizers = [make_optimizer(c["optimizer"], p, c["lr"]) for c, p in zip(configs, self.params)]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=configs[0]["precision"] == "fp16")
+        for optimizer, state in zip(self.optimizers, states):
+            if state is not None:
+                optimizer.load_state_dict(state["optimizer"])
+        if states[0] is not None:
+            self.scaler.load_state_dict(states[0]["scaler"])
+        self.l1 = torch.tensor([float(c["l1"]) for c in configs], device=device)
+        self.l2 = torch.tensor([float(c["l2"]) for c in configs], device=device)
+        self.use_l1, self.use_l2 = any(c["l1"] for c in configs), any(c["l2"] for c in configs)
+
+    def member_state(self, k: int) -> dict:
+        """Member k's model, optimizer, scaler and dropout generator: what a resume file holds."""
+        return {"model": self.model.member_state_dict(k), "optimizer": self.optimizers[k].state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": {**checkpoints.rng_state(), "dropout": self.model.generators[k].get_state()}}
+
+    def without(self, leaving: set) -> "Group":
+        """The same group without the members in leaving, every other member's state kept."""
+        keep = [k for k in range(self.k) if k not in leaving]
+        return Group([self.configs[k] for k in keep], self.num_classes, self.device,
+                     [self.member_state(k) for k in keep])
+
+    def make_step(self, precision: str, forward=None):
+        """One optimisation step of every member on its own batch; what it returns stays on
+        the device, so that nothing waits for the GPU."""
+        model, k = self.model, self.k
+        forward = model if forward is None else forward
+
+        def step(x, y, weight):
+            """x: B x (K*C) x H x W, y: K x B. weight scales each member's summed cross-entropy:
+            1 / B makes it the batch mean; world_size / global batch size makes DDP's gradient
+            averaging give the mean over the global batch. Returns each member's summed
+            objective (cross-entropy plus penalty per image, K) and the logits (K x B x classes)."""
+            with autocast(self.device, precision):
+                logits = forward(x)
+                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                     reduction="none").view(k, -1).sum(1)
+            loss = ce.sum() * weight  # the members' losses summed: each gradient is its member's own
+            objective = ce.detach().float()
+            if self.use_l1 or self.use_l2:
+                penalty = model.penalty(self.l1 if self.use_l1 else None, self.l2 if self.use_l2 else None)
+                loss = loss + penalty.sum()
+                objective = objective + penalty.detach() * y.shape[1]
+            model.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            for i in range(k):  # hand each member's optimizer the views of its gradients
+                for p, g in zip(self.params[i], model.member_tensors(i, grads=True).values()):
+                    p.grad = g
+            for optimizer in self.optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+            return objective, logits.detach()
+
+        return step
 
 
-def train_one_epoch(train_step, model, loader: DeviceLoader, seed: int, epoch: int, bar_desc: str,
-                    show_bar: bool) -> tuple:
-    """One pass over the training batches; returns (summed objective, correct predictions),
-    summed over every process of a data-parallel run."""
+def _unwrapped(model):
+    """The FusedAlexNet under DistributedDataParallel and torch.compile wrappers."""
+    while not isinstance(model, FusedAlexNet):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> list:
+    """Each member's accuracy in eval mode (dropout off) on the same images; one
+    synchronisation at the end."""
+    model.eval()
+    k = _unwrapped(model).k
+    correct = torch.zeros(k, dtype=torch.int64, device=loader.device)
+    for x, y in loader.batches():
+        with autocast(loader.device, precision):
+            logits = model(x if k == 1 else x.repeat(1, k, 1, 1))
+        correct += (logits.argmax(2) == y).sum(1)
+    return [c / max(len(loader.indices), 1) for c in all_reduce_sum(correct, loader.world_size).tolist()]
+
+
+def group_batches(loader: DeviceLoader, seeds: list, epoch: int):
+    """(x, y) per step for a group: each member's own batch from its seed (order and flips),
+    side by side in the channels of x (B x (K*C) x H x W); y is K x B. Members that share a
+    seed share one transform."""
+    unique = list(dict.fromkeys(seeds))
+    for batches in zip(*(loader.batches(s, epoch) for s in unique)):
+        by_seed = dict(zip(unique, batches))
+        x = fuse_inputs([by_seed[s][0] for s in seeds]).contiguous(memory_format=loader.memory_format)
+        yield x, torch.stack([by_seed[s][1] for s in seeds])
+
+
+def train_one_epoch(step, model, loader: DeviceLoader, seeds: list, epoch: int, bar_desc: str,
+                    show_bar: bool) -> list:
+    """One pass over the training batches; returns per member (summed objective, correct
+    predictions), summed over every process of a data-parallel run."""
     model.train()
     device = loader.device
-    # objective sum and correct predictions (float64 where the device has it: exact counts)
-    totals = torch.zeros(2, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-    seen = 0  # this process's images so far, for the progress bar
-    bar = tqdm(loader.batches(seed, epoch), total=len(loader), leave=False, desc=bar_desc,
+    # objective sums and correct predictions (float64 where the device has it: exact counts)
+    totals = torch.zeros(len(seeds), 2, dtype=torch.float32 if device.type == "mps" else torch.float64,
+                         device=device)
+    seen = 0  # this process's images per member so far, for the progress bar
+    bar = tqdm(group_batches(loader, seeds, epoch), total=len(loader), leave=False, desc=bar_desc,
                disable=not show_bar, dynamic_ncols=True)
     refresh = max(1, len(loader) // 4)
-    for step, (x, y) in enumerate(bar):
-        objective_sum, logits = train_step(x, y, loader.world_size / loader.global_batch_size(step))
-        totals[0] += objective_sum
-        totals[1] += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        if show_bar and (step + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
-            loss_now, correct_now = totals.tolist()
-            bar.set_postfix(loss=f"{loss_now / seen:.4f}", acc=f"{correct_now / seen:.3f}")
+    for i, (x, y) in enumerate(bar):
+        objective, logits = step(x, y, loader.world_size / loader.global_batch_size(i))
+        totals[:, 0] += objective
+        totals[:, 1] += (logits.argmax(2) == y).sum(1)
+        seen += y.shape[1]
+        if show_bar and (i + 1) % refresh == 0:  # a few synchronisations per epoch, for the bar only
+            loss_now, correct_now = totals.sum(0).tolist()
+            bar.set_postfix(loss=f"{loss_now / seen / len(seeds):.4f}", acc=f"{correct_now / seen / len(seeds):.3f}")
     bar.close()
-    return tuple(all_reduce_sum(totals, loader.world_size).tolist())
+    return all_reduce_sum(totals, loader.world_size).tolist()
+
+
+class Member:
+    """One run of a group: its config and files, and what it has recorded so far."""
+
+    def __init__(self, config: dict, desc: str, resume_path: str | None):
+        self.config, self.desc, self.resume_path = config, desc, resume_path
+        self.history = {"loss": [], "train_acc": [], "val_acc": []}
+        self.timing = {key: [] for key in TIMINGS}
+        self.status, self.state = "completed", None
+
+    def load_resume(self) -> None:
+        """Take the resume file's state where it holds this config's run; a file for another
+        config is ignored and a damaged one reported; either way the run starts from epoch 1."""
+        if not self.resume_path or not os.path.exists(self.resume_path):
+            return
+        try:
+            state = checkpoints.load(self.resume_path)
+            if not same_config(state.get("config"), self.config):
+                logs.problem(f"{self.desc}: ignoring {self.resume_path}, written for a different config")
+                return
+            epoch, history = int(state["epoch"]), dict(state["history"])
+            if not all(len(history[k]) == epoch for k in ("loss", "train_acc", "val_acc")) or \
+                    "dropout" not in state["rng"] or not {"model", "optimizer", "scaler"} <= state.keys():
+                raise checkpoints.CheckpointError(f"{self.resume_path} is damaged (its parts do not fit together)")
+        except (checkpoints.CheckpointError, KeyError, TypeError, ValueError) as err:
+            logs.problem(f"{self.desc}: cannot resume: {str(err).splitlines()[0][:200]}; "
+                         f"starting this run from epoch 1")
+            return
+        timing = {key: history.pop(key, []) for key in TIMINGS}
+        self.history = {k: list(history[k]) for k in ("loss", "train_acc", "val_acc")}
+        # a resume file holds the timings of the epochs before the one it saved
+        self.timing = {key: t + [None] * (epoch - len(t)) for key, t in timing.items()}
+        self.state = state
+        logs.info(f"{self.desc}: resuming from epoch {epoch + 1} of {self.config['epochs']} ({self.resume_path})")
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history["loss"])
+
+    def record(self, started: float, model_state: dict, test_acc=None) -> dict:
+        return {"status": self.status, "history": self.history, "timing": self.timing, "test_acc": test_acc,
+                "best_val_acc": max(self.history["val_acc"], default=None), "epochs_completed": self.epoch,
+                "train_seconds": round(time.perf_counter() - started, 2), "model": model_state}
 
 
 def train_run(config: dict, split: Split, num_classes: int, resume_path: str | None = None,
               desc: str = "run") -> dict:
-    """Train one AlexNet on split as config says; returns the run's record:
-    status ("completed" or "diverged"), history, timing (per epoch: seconds of
-    training, evaluation and checkpointing, and training images/s), test_acc,
-    best_val_acc, and the trained model's state_dict under "model"."""
-    device = split.train.device
-    precision, world = config["precision"], split.world_size
-    seed_everything(config["seed"])
-    model, optimizer, scaler = build_model(config, num_classes, device)
-    try:
-        start_epoch, history = resume(resume_path, config, model, optimizer, scaler, desc)
-    except checkpoints.CheckpointError as err:
-        logs.problem(f"{desc}: cannot resume: {err}; starting this run from epoch 1")
-        seed_everything(config["seed"])  # exactly the state a fresh run starts from
-        model, optimizer, scaler = build_model(config, num_classes, device)
-        start_epoch, history = 0, {"loss": [], "train_acc": [], "val_acc": []}
-    # a resume file holds the timings of the epochs before the one it saved
-    timing = {key: history.pop(key, []) for key in TIMINGS}
-    timing = {key: t + [None] * (len(history["loss"]) - len(t)) for key, t in timing.items()}
+    """Train one AlexNet on split as config says: train_group with one member."""
+    return train_group([config], split, num_classes, [resume_path], [desc])[0]
 
-    step_model = model
+
+def train_group(configs: list, split: Split, num_classes: int, resume_paths: list | None = None,
+                descs: list | None = None, on_finish=None) -> list:
+    """Train the runs of configs (alike but for MEMBER_KEYS) at once on split; returns each
+    run's record: status ("completed" or "diverged"), history, timing (per epoch: seconds
+    of training, evaluation and checkpointing, and training images/s of the whole group),
+    test_acc, best_val_acc, and its trained AlexNet state_dict under "model".
+    on_finish(i, record) is called as soon as run i has finished (a diverged run leaves the
+    group at the end of that epoch). Runs resumed from different epochs train in turn."""
+    members = [Member(c, d, r) for c, d, r in zip(configs, descs or [f"run {i}" for i in range(len(configs))],
+                                                   resume_paths or [None] * len(configs))]
+    for m in members:
+        m.load_resume()
+    records = [None] * len(members)
+    for epoch in sorted({m.epoch for m in members}):
+        chosen = [i for i, m in enumerate(members) if m.epoch == epoch]
+
+        def finish(j, record, chosen=chosen):
+            records[chosen[j]] = record
+            if on_finish:
+                on_finish(chosen[j], record)
+
+        _train_group([members[i] for i in chosen], split, num_classes, finish)
+    return records
+
+
+def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
+    device, precision, world = split.train.device, members[0].config["precision"], split.world_size
+    config = members[0].config  # what every member shares
+    started = time.perf_counter()
+    group = Group([m.config for m in members], num_classes, device,
+                  [m.state for m in members] if members[0].state else None)
+    for m in members:
+        m.state = None  # the group holds it now
+    active = list(range(len(members)))  # indices into members of those still training
+    step_model, step = _prepared(group, config, device, world, precision)
+    show_bar = sys.stderr.isatty() and split.rank == 0
+    images = max(len(split.train.indices), 1)  # every process's share, together
+    label = members[0].desc if len(members) == 1 else f"{len(members)} runs"
+    last_saved = time.perf_counter()
+    for epoch in range(members[0].epoch, config["epochs"]):
+        tick = time.perf_counter()
+        totals = train_one_epoch(step, step_model, split.train, [members[i].config["seed"] for i in active], epoch,
+                                 f"{label} epoch {epoch + 1}/{config['epochs']}", show_bar)
+        train_seconds = time.perf_counter() - tick  # the .tolist() above waited for the device
+        leaving = {j for j, (loss, _) in enumerate(totals) if not math.isfinite(loss / images)}
+        for j in sorted(leaving):
+            m = members[active[j]]
+            m.status = "diverged"
+            logs.info(f"{m.desc}: loss is {totals[j][0] / images} in epoch {epoch + 1}; "
+                      f"stopping this run as diverged")
+            finish(active[j], m.record(started, group.model.member_state_dict(j)))
+        if leaving:
+            if len(leaving) == len(active):
+                return
+            group = group.without(leaving)  # NaN weights leave with their member; the others go on unchanged
+            totals = [t for j, t in enumerate(totals) if j not in leaving]
+            active = [i for j, i in enumerate(active) if j not in leaving]
+            step_model, step = _prepared(group, config, device, world, precision)
+        tick = time.perf_counter()
+        train_accs = ([correct / images for _, correct in totals] if config["train_acc"] == "epoch"
+                      else evaluate(step_model, split.train_eval, precision))
+        val_accs = evaluate(step_model, split.val, precision)
+        eval_seconds = time.perf_counter() - tick
+        for j, i in enumerate(active):
+            m = members[i]
+            m.history["loss"].append(totals[j][0] / images)
+            m.history["train_acc"].append(train_accs[j])
+            m.history["val_acc"].append(val_accs[j])
+            logs.info(f"{m.desc} epoch {epoch + 1}/{config['epochs']}: loss {m.history['loss'][-1]:.4f}  "
+                      f"train_acc {train_accs[j]:.4f}  val_acc {val_accs[j]:.4f}  "
+                      f"({len(active) * images / train_seconds:.0f} images/s"
+                      + (f" for {len(active)} runs)" if len(active) > 1 else ")"))
+        tick = time.perf_counter()
+        due = (epoch + 1 < config["epochs"] and (epoch + 1) % config["checkpoint_every"] == 0
+               and tick - last_saved >= config["checkpoint_seconds"])
+        if due and split.rank == 0:
+            for j, i in enumerate(active):
+                m = members[i]
+                if m.resume_path:
+                    checkpoints.save(checkpoints.resume_state(group.member_state(j), epoch + 1,
+                                                              {**m.history, **m.timing}, m.config), m.resume_path)
+            last_saved = time.perf_counter()
+        epoch_timing = dict(train_seconds=train_seconds, images_per_s=len(active) * images / train_seconds,
+                            eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick)
+        for i in active:
+            for key in TIMINGS:
+                members[i].timing[key].append(round(epoch_timing[key], 4))
+
+    test_accs = evaluate(step_model, split.test, precision)
+    for j, i in enumerate(active):
+        finish(i, members[i].record(started, group.model.member_state_dict(j), test_accs[j]))
+
+
+def _prepared(group: Group, config: dict, device, world: int, precision: str):
+    """The module a step runs (DDP- and compile-wrapped as config asks) and the step."""
+    step_model = group.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
-        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     if config["compile"]:
         step_model = torch.compile(step_model)
-    train_step = make_train_step(model, optimizer, scaler, precision, config["l1"], config["l2"], step_model)
-    show_bar = sys.stderr.isatty() and split.rank == 0
-    status, started = "completed", time.perf_counter()
-    images = max(len(split.train.indices), 1)  # every process's share, together
-    for epoch in range(start_epoch, config["epochs"]):
-        tick = time.perf_counter()
-        loss_total, correct = train_one_epoch(train_step, model, split.train, config["seed"], epoch,
-                                              f"{desc} epoch {epoch + 1}/{config['epochs']}", show_bar)
-        train_seconds = time.perf_counter() - tick  # the .tolist() above waited for the device
-        mean_loss = loss_total / images
-        if not math.isfinite(mean_loss):
-            status = "diverged"
-            logs.info(f"{desc}: loss is {mean_loss} in epoch {epoch + 1}; stopping this run as diverged")
-            break
-        tick = time.perf_counter()
-        train_acc = (correct / images if config["train_acc"] == "epoch"
-                     else evaluate(step_model, split.train_eval, precision))
-        val_acc = evaluate(step_model, split.val, precision)
-        eval_seconds = time.perf_counter() - tick
-        history["loss"].append(mean_loss)
-        history["train_acc"].append(train_acc)
-        history["val_acc"].append(val_acc)
-        logs.info(f"{desc} epoch {epoch + 1}/{config['epochs']}: loss {mean_loss:.4f}  "
-                  f"train_acc {train_acc:.4f}  val_acc {val_acc:.4f}  ({images / train_seconds:.0f} images/s)")
-        tick = time.perf_counter()
-        last = epoch + 1 == config["epochs"]
-        if resume_path and split.rank == 0 and not last and (epoch + 1) % config["checkpoint_every"] == 0:
-            checkpoints.save(checkpoints.resume_state(model, optimizer, scaler, epoch + 1,
-                                                      {**history, **timing}, config), resume_path)
-        epoch_timing = dict(train_seconds=train_seconds, images_per_s=images / train_seconds,
-                            eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick)
-        for key in TIMINGS:
-            timing[key].append(round(epoch_timing[key], 4))
-
-    test_acc = evaluate(step_model, split.test, precision) if status == "completed" else None
-    return {"status": status, "history": history, "timing": timing, "test_acc": test_acc,
-            "best_val_acc": max(history["val_acc"], default=None),
-            "epochs_completed": len(history["loss"]),
-            "train_seconds": round(time.perf_counter() - started, 2),
-            "model": model.state_dict()}
+    return step_model, group.make_step(precision, step_model)

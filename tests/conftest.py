@@ -129,9 +129,11 @@ def write_image_folder(data_dir, classes=("cat", "dog", "frog"), n_train=12, n_t
 # Running scripts
 
 def tiny_argv(data_dir, out, dataset="mnist", epochs=1, extra=()):
+    """Tiny runs on CPU in fp32; a resume checkpoint after every epoch, however short."""
     return ["--dataset", dataset, "--data-dir", str(data_dir), "--image-size", "67",
             "--train-size", "32", "--val-size", "16", "--test-size", "16", "--batch-size", "16",
-            "--epochs", str(epochs), "--precision", "fp32", "--device", "cpu", "--out", str(out), *extra]
+            "--epochs", str(epochs), "--precision", "fp32", "--device", "cpu", "--checkpoint-seconds", "0",
+            "--out", str(out), *extra]
 
 
 def run_script(module_name, argv):
@@ -205,6 +207,27 @@ def fabricated(table, key):
 
     train_run.calls = calls
     return train_run
+
+
+def as_group(train_run):
+    """A train.train_group stand-in (what the sweep calls) made of a train_run-style
+    function, called once per run of the group."""
+    def train_group(configs, split, num_classes, resume_paths=None, descs=None, on_finish=None):
+        resume_paths = resume_paths or [None] * len(configs)
+        descs = descs or ["run"] * len(configs)
+        return [train_run(c, split, num_classes, r, d) for c, r, d in zip(configs, resume_paths, descs)]
+
+    train_group.calls = getattr(train_run, "calls", None)
+    return train_group
+
+
+def real_train_run():
+    """train.train_run bound to the real train_group, for stand-ins that call through
+    while train.train_group is replaced."""
+    import train
+    group = train.train_group
+    return lambda config, split, num_classes, resume_path=None, desc="run": \
+        group([config], split, num_classes, [resume_path], [desc])[0]
 
 
 def interrupt_second_epoch(monkeypatch):

@@ -1,6 +1,8 @@
 """bench.py in both modes, tiny: it trains both loops and writes its figures."""
 import json
 
+import pytest
+
 import bench
 
 
@@ -11,10 +13,26 @@ def test_step_mode_writes_both_rates(tmp_path, capsys):
     assert code == 0
     result = json.loads(path.read_text())
     assert result["mode"] == "steps" and result["device"] == "cpu" and result["precision"] == "fp32"
-    assert len(result["rounds"]["study"]) == len(result["rounds"]["ours"]) == 2
-    assert result["study_images_per_s"] > 0 and result["ours_images_per_s"] > 0
-    assert abs(result["ratio"] - result["ours_images_per_s"] / result["study_images_per_s"]) < 0.01
+    (ours,) = result["ours"]
+    assert len(result["study_rounds"]) == len(ours["rounds"]) == 2 and ours["fuse"] == 1
+    assert result["study_images_per_s"] > 0 and ours["images_per_s"] > 0
+    assert ours["ratio"] == ours["images_per_s"] / result["study_images_per_s"]  # stored unrounded
+    assert ours["tflops"] == ours["images_per_s"] * result["training_gflop_per_image"] / 1000
     assert "median: study's way" in capsys.readouterr().out
+
+
+def test_step_mode_times_each_fused_size(tmp_path):
+    path = tmp_path / "bench.json"
+    code = bench.main(["--image-size", "67", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--rounds", "1",
+                       "--images", "32", "--device", "cpu", "--precision", "fp32", "--fuse", "1", "3",
+                       "--json", str(path)])
+    assert code == 0
+    assert [row["fuse"] for row in json.loads(path.read_text())["ours"]] == [1, 3]
+
+
+def test_training_flops_match_the_study():
+    # STUDY.md: about 1.13 GMACs forward per 227 px image, so about 6.8 GFLOP per training image
+    assert bench.training_flops(227) / 6 / 1e9 == pytest.approx(1.13, abs=0.01)
 
 
 def test_job_mode_times_a_whole_run_both_ways(mnist_dir, tmp_path):

@@ -80,12 +80,12 @@ def test_a_run_failing_on_one_rank_ends_the_job_instead_of_hanging(mnist_dir, tm
     wrapper.write_text(f'''import os, sys
 sys.path.insert(0, {str(ROOT)!r})
 import train
-real = train.train_run
-def train_run(*args, **kwargs):
+real = train.train_group
+def train_group(*args, **kwargs):
     if os.environ["RANK"] == "1":
         raise RuntimeError("out of memory, say")
     return real(*args, **kwargs)
-train.train_run = train_run
+train.train_group = train_group
 import main_learning_rate
 sys.exit(main_learning_rate.main(sys.argv[1:]))
 ''')

@@ -118,13 +118,13 @@ def test_a_rank_killed_mid_sweep_loses_nothing_and_the_rerun_trains_only_what_is
     wrapper.write_text(f'''import os, sys
 sys.path.insert(0, {str(ROOT)!r})
 import train
-real, calls = train.train_run, []
-def train_run(*args, **kwargs):
+real, calls = train.train_group, []
+def train_group(*args, **kwargs):
     calls.append(1)
     if os.environ["RANK"] == "1" and len(calls) == 2:
         os._exit(9)  # killed in its second run, as by the OOM killer
     return real(*args, **kwargs)
-train.train_run = train_run
+train.train_group = train_group
 import main_learning_rate
 sys.exit(main_learning_rate.main(sys.argv[1:]))
 ''')

@@ -1,7 +1,7 @@
 """report.py (REPORT.md from the results files of a seeded study) and
 main_consolidated.py --from-results (the consolidated model from each ablation's best).
 
-Studies are run through the real scripts on tiny MNIST with train.train_run replaced
+Studies are run through the real scripts on tiny MNIST with train.train_group replaced
 by fabricated outcomes, so that every number in the report can be computed by hand;
 one consolidated run trains for real."""
 import builtins
@@ -16,7 +16,7 @@ import torch
 
 import report
 import train
-from conftest import fabricated, load_results, run_script, tiny_argv
+from conftest import as_group, real_train_run, fabricated, load_results, run_script, tiny_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ LR = {1e-4: [(0.60, 0.55), (0.62, 0.59)], 3e-4: [(0.50, 0.50), (0.52, 0.51)], 1e
 def run_activation(mnist_dir, out, monkeypatch, winner):
     loser = "relu" if winner == "leakyrelu" else "leakyrelu"
     table = {(a, s): (WINNER if a == winner else LOSER)[s] for a in (winner, loser) for s in (0, 1)}
-    monkeypatch.setattr(train, "train_run", fabricated(table, "activation"))
+    monkeypatch.setattr(train, "train_group", as_group(fabricated(table, "activation")))
     code, _, err = run_script("main_activation", ["--values", "relu", "leakyrelu", "--seeds", "2",
                                                   *tiny_argv(mnist_dir, out)])
     assert code == 0, err
@@ -38,7 +38,7 @@ def run_activation(mnist_dir, out, monkeypatch, winner):
 
 def run_learning_rate(mnist_dir, out, monkeypatch):
     table = {(lr, s): LR[lr][s] for lr in LR for s in (0, 1)}
-    monkeypatch.setattr(train, "train_run", fabricated(table, "lr"))
+    monkeypatch.setattr(train, "train_group", as_group(fabricated(table, "lr")))
     code, _, err = run_script("main_learning_rate", ["--values", "1e-4", "3e-4", "1e-3", "--seeds", "2",
                                                      *tiny_argv(mnist_dir, out)])
     assert code == 0, err
@@ -254,7 +254,7 @@ def consolidated_with_fake_training(mnist_dir, out, monkeypatch):
                 "test_acc": 0.5, "best_val_acc": 0.5, "epochs_completed": 1, "train_seconds": 0.01,
                 "model": {"weight": torch.zeros(2)}}
 
-    monkeypatch.setattr(train, "train_run", train_run)
+    monkeypatch.setattr(train, "train_group", as_group(train_run))
     code, stdout, err = run_script("main_consolidated", ["--from-results", "--values", "consolidated",
                                                          *tiny_argv(mnist_dir, out)])
     assert code == 0, err

@@ -13,7 +13,7 @@ import checkpoints
 import data
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_script, tiny_argv, whole_and_cut_lr_run, write_mnist_like
+from conftest import as_group, real_train_run, load_results, run_script, tiny_argv, whole_and_cut_lr_run, write_mnist_like
 
 CURVES = ("loss", "train_acc", "val_acc", "test_acc")
 
@@ -260,14 +260,14 @@ def test_divergence_is_recorded_and_the_sweep_goes_on(mnist_dir, tmp_path):
 
 
 def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, monkeypatch):
-    real = train.train_run
+    real = real_train_run()
 
     def flaky(config, split, num_classes, resume_path=None, desc="run"):
         if config["lr"] == 1e-3:
             raise RuntimeError("simulated out of memory")
         return real(config, split, num_classes, resume_path, desc)
 
-    monkeypatch.setattr(train, "train_run", flaky)
+    monkeypatch.setattr(train, "train_group", as_group(flaky))
     argv = ["--values", "1e-3", "1e-4", *tiny_argv(mnist_dir, tmp_path)]
     code, out, err = run_script("main_learning_rate", argv)
     assert code != 0
@@ -283,7 +283,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
     for curve in CURVES:
         assert os.path.exists(tmp_path / "images" / f"learning_rate_{curve}.png")
     # a rerun without the fault retrains only the failed run
-    monkeypatch.setattr(train, "train_run", real)
+    monkeypatch.setattr(train, "train_group", as_group(real))
     code, out, err = run_script("main_learning_rate", argv)
     assert code == 0, err
     assert "lr_0.0001: already completed" in out and "lr_0.001 epoch 1/1" in out

@@ -14,7 +14,7 @@ import torch
 
 import stats
 import train
-from conftest import fabricated, load_results, run_script, tiny_argv
+from conftest import as_group, real_train_run, fabricated, load_results, run_script, tiny_argv
 
 # ---------------------------------------------------------------------------
 # Independent references: closed-form two-sided tails and quantiles of Student's t
@@ -376,14 +376,14 @@ SUMMARY_KEYS = {"setting", "n", "test_acc_mean", "test_acc_std", "test_acc_ci95"
 
 
 def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monkeypatch):
-    real = train.train_run
+    real = real_train_run()
     calls = []
 
     def spy(config, split, num_classes, resume_path=None, desc="run"):
         calls.append((dict(config), split, split.train.indices.clone(), split.val.indices.clone()))
         return real(config, split, num_classes, resume_path, desc)
 
-    monkeypatch.setattr(train, "train_run", spy)
+    monkeypatch.setattr(train, "train_group", as_group(spy))
     code, out, err = run_script("main_learning_rate",
                                 ["--values", "1e-4", "3e-4", "--seeds", "2", *tiny_argv(mnist_dir, tmp_path)])
     assert code == 0, err
@@ -468,7 +468,7 @@ def test_seeds_best_and_edge_warning(mnist_dir, tmp_path, monkeypatch, best, edg
             val = (0.70 if value == best else 0.40) + 0.02 * seed
             table[(float(value), seed)] = (val, val - 0.1)
     fake = fabricated(table, "lr")
-    monkeypatch.setattr(train, "train_run", fake)
+    monkeypatch.setattr(train, "train_group", as_group(fake))
     code, out, err = run_script("main_learning_rate", ["--values", *LRS, "--seeds", "2",
                                                        *tiny_argv(mnist_dir, tmp_path)])
     assert code == 0, err
@@ -493,7 +493,7 @@ def test_seeds_best_and_edge_warning(mnist_dir, tmp_path, monkeypatch, best, edg
 
 def test_no_hyperparameter_plot_for_activation(mnist_dir, tmp_path, monkeypatch):
     table = {(a, s): (0.5 + 0.1 * (a == "elu") + 0.01 * s, 0.45 + 0.01 * s) for a in ("relu", "elu") for s in (0, 1)}
-    monkeypatch.setattr(train, "train_run", fabricated(table, "activation"))
+    monkeypatch.setattr(train, "train_group", as_group(fabricated(table, "activation")))
     code, out, err = run_script("main_activation", ["--values", "relu", "elu", "--seeds", "2",
                                                     *tiny_argv(mnist_dir, tmp_path)])
     assert code == 0, err

@@ -128,7 +128,8 @@ def tiny_split(mnist_dir):
 
 def config(**changes):
     return {**train.DEFAULTS, "dataset": "mnist", "image_size": 67, "batch_size": 16, "epochs": 2,
-            "train_size": 32, "val_size": 16, "test_size": 16, "device": "cpu", "precision": "fp32", **changes}
+            "train_size": 32, "val_size": 16, "test_size": 16, "device": "cpu", "precision": "fp32",
+            "checkpoint_seconds": 0, **changes}
 
 
 def test_split_shares_the_training_images_and_caps_the_test_set(tiny_split):
