@@ -1,11 +1,14 @@
 """Checkpoints: one schema of plain dicts, written atomically, read with
 weights_only, and the RNG states a resume needs.
 
-models/<experiment>/<run>.pt, a finished run:
+models/<experiment>/<run>.pt, a finished run's last weights:
     {"model": AlexNet state_dict, "config", "history", "test_acc", "best_val_acc",
      "status", "experiment", "name", "num_classes", "classes"}
+models/<experiment>/<run>.best.pt, the same run's weights at its best validation
+    epoch, in the same schema, with "epoch" and "test_acc" of those weights
 models/<experiment>/<run>.resume.pt, an unfinished run after its last saved epoch:
-    {"model", "optimizer", "scaler", "epoch", "history", "rng", "config"}
+    {"model", "optimizer", "scaler", "epoch", "history", "rng", "config", "best"}
+    ("best": the best validation epoch so far, its weights unless they are "model")
     (a run trained in a fused group has its own, in the same schema: its AlexNet
     state_dict, its optimizer's state over AlexNet.parameters(), its dropout RNG)
 

@@ -159,8 +159,25 @@ def _load_cifar(name: str, data_dir: str, download: bool) -> Dataset:
 
     train_x, train_y = read(train_list)
     test_x, test_y = read(test_list)
+    return Dataset(name, train_x, train_y, test_x, test_y, _cifar_classes(name, root, how), root)
+
+
+def _cifar_classes(name: str, root: str, how: str) -> list:
+    """The class names in the dataset's own metadata file (batches.meta or meta)."""
+    meta = _cifar_class(name).meta
+    path = os.path.join(root, meta["filename"])
     num_classes = 10 if name == "cifar10" else 100
-    return Dataset(name, train_x, train_y, test_x, test_y, [str(i) for i in range(num_classes)], root)
+    try:
+        with open(path, "rb") as f:
+            names = pickle.load(f, encoding="bytes")[meta["key"].encode()]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except FileNotFoundError:
+        raise DataError(f"{path}, which names the classes, is missing; {how}") from None
+    except Exception:
+        raise DataError(f"{path} could not be read as CIFAR's class names; delete it and {how}") from None
+    if len(names) != num_classes:
+        raise DataError(f"{path} names {len(names)} classes where {name} has {num_classes}; {how}")
+    return names
 
 
 def read_idx(path: str) -> np.ndarray:

@@ -82,7 +82,9 @@ class FusedAlexNet(nn.Module):
         scale = []
         for p, g, part in zip(self.dropouts, self.generators, x):
             if p > 0:
-                scale.append(torch.empty_like(part).bernoulli_(1 - p, generator=g).div_(1 - p))
+                # drawn in a fixed (contiguous) order, whatever the layout of x: the same masks for any K
+                mask = torch.empty(part.shape, dtype=part.dtype, device=part.device)
+                scale.append(mask.bernoulli_(1 - p, generator=g).div_(1 - p))
             else:
                 scale.append(torch.ones_like(part))
         return x * torch.stack(scale)
@@ -97,7 +99,9 @@ class FusedAlexNet(nn.Module):
         x = x.reshape(b, self.k, -1).transpose(0, 1)  # K x B x (256*s*s), each member's flatten order
         for name in FCS:
             layer = getattr(self, name)
-            x = torch.baddbmm(layer.bias.unsqueeze(1), self._drop(x), layer.weight.transpose(1, 2))
+            # (W x^T + b)^T: the weight's gradient then comes out in the weight's own layout,
+            # where x W^T would give it transposed and cost a copy of every fc weight per step
+            x = torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, self._drop(x).transpose(1, 2)).transpose(1, 2)
             if name != "fc3":
                 x = self._act(x, 0)
         return x

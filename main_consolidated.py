@@ -61,9 +61,34 @@ def add_flags(parser):
     parser.add_argument("--from-results", action="store_true",
                         help="build the consolidated model from each ablation's best setting in --out's "
                              "results files instead of the study's published choices")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="evaluate the saved baseline and consolidated models (evaluate.py) without training")
+
+
+def evaluate_saved(args) -> int:
+    """evaluate.py on each saved model of this sweep under --out; 1 if one is not trained yet."""
+    import evaluate
+    import logs
+    names = args.values or VALUES
+    first = args.seed if args.seed is not None else 0
+    stems = [n if args.seeds == 1 else f"{n}_seed{first + k}" for n in names for k in range(args.seeds)]
+    paths = [os.path.join(args.out, "models", EXPERIMENT, f"{stem}.pt") for stem in stems]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        logs.problem(f"error: {missing[0]} does not exist: that model is not trained yet; run "
+                     f"main_consolidated.py with the same flags first")
+        return 1
+    for path in paths:
+        code = evaluate.main([path, "--out", args.out, *(["--data-dir", args.data_dir] if args.data_dir else []),
+                              *(["--device", args.device] if args.device else [])])
+        if code:
+            return code
+    return 0
 
 
 def prepare(args):
+    if args.evaluate:
+        raise SystemExit(evaluate_saved(args))
     if args.from_results:
         models = models_from_results(args.out)
         return lambda value: make_run(value, models)

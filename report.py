@@ -113,6 +113,39 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
     return lines, best, rows
 
 
+def class_sections(out: str, images_rel: str) -> list:
+    """Per-class accuracy and confusion matrices of the baseline and consolidated models,
+    from evaluate.py's files (main_consolidated.py --evaluate), where they exist."""
+    import glob
+    import json
+    found = {}
+    for path in sorted(glob.glob(os.path.join(out, "results", "consolidated_*_eval.json"))):
+        run = os.path.basename(path)[len("consolidated_"):-len("_eval.json")]
+        try:
+            with open(path) as f:
+                found[run] = json.load(f)
+            classes, per_class = found[run]["classes"], found[run]["per_class"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path} is not an evaluation file evaluate.py wrote; delete it and run "
+                             f"main_consolidated.py --evaluate") from None
+    if not found:
+        return []
+    runs = list(found)
+    classes = found[runs[0]]["classes"]
+    lines = ["## The consolidated model and the baseline, class by class", "",
+             "Test accuracy per class of each saved model (`main_consolidated.py --evaluate`), in percent.", "",
+             "| class | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+    for name in classes:
+        cells = [found[r]["per_class"].get(name) for r in runs]
+        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.2f}" for v in cells) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{100 * found[r]['test_acc']:.2f}**" for r in runs) + " |")
+    lines.append("")
+    for run in runs:
+        lines.append(f"![consolidated {run} confusion matrix]({images_rel}/consolidated_{run}_confusion.png)")
+    lines.append("")
+    return lines
+
+
 def build_report(out: str) -> str:
     results_dir = os.path.join(out, "results")
     found = {}
@@ -147,6 +180,7 @@ def build_report(out: str) -> str:
             agree = "-" if not best else "yes" if best == published else \
                 "not swept" if published not in rows else "no"
         findings.append(f"| {experiment} | {claim} | {ours} | {agree} |")
+    lines += class_sections(out, images_rel)
     lines += ["## The study's findings beside these runs", "",
               "| ablation | published finding | this run | agrees |", "|---|---|---|---|", *findings, "",
               "A finding 'agrees' when this run's best setting is the one the study declared best "

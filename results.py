@@ -197,14 +197,17 @@ def _csv(runs: list) -> str:
     param_keys = sorted({k for run in runs for k in run["params"]})
     writer = csv.writer(buf)
     writer.writerow(["name", *param_keys, "seed", "status", "epochs_completed", "final_loss",
-                     "final_train_acc", "final_val_acc", "best_val_acc", "test_acc"])
+                     "final_train_acc", "final_val_acc", "best_val_acc", "test_acc", "best_epoch",
+                     "test_acc_at_best"])
     for run in runs:
         h = run["history"]
         last = lambda key: "" if not h[key] or h[key][-1] is None else h[key][-1]
         writer.writerow([run["name"], *[run["params"].get(k, "") for k in param_keys], run["seed"],
                          run["status"], len(h["loss"]), last("loss"), last("train_acc"), last("val_acc"),
                          "" if run.get("best_val_acc") is None else run["best_val_acc"],
-                         "" if run.get("test_acc") is None else run["test_acc"]])
+                         "" if run.get("test_acc") is None else run["test_acc"],
+                         "" if run.get("best_epoch") is None else run["best_epoch"],
+                         "" if run.get("test_acc_at_best") is None else run["test_acc_at_best"]])
     return buf.getvalue()
 
 

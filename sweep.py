@@ -461,12 +461,12 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
         def record(j: int, outcome: dict) -> None:
             job = jobs[chosen[j]]
             entry = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
-            state_dict = outcome.pop("model", None)
+            state_dict, best_state = outcome.pop("model", None), outcome.pop("best_model", None)
             entry.update(outcome, trained_on=trained_on, world_size=split.world_size,
                          fused_with=[n for i, n in enumerate(names) if i != j])
             if lead:
                 with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
-                    record_run(experiment, entry, state_dict, dataset, args.out, resume_paths[j], order)
+                    record_run(experiment, entry, state_dict, best_state, dataset, args.out, resume_paths[j], order)
             statuses[chosen[j]] = entry["status"]
 
         try:
@@ -497,14 +497,20 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
             claim.release()
 
 
-def record_run(experiment, record, state_dict, dataset, out, resume_path, order) -> None:
-    """Final checkpoint first, then the run's record, then the merged results; a failed run
-    (state_dict None) keeps its resume file, so that the rerun resumes."""
+def record_run(experiment, record, state_dict, best_state, dataset, out, resume_path, order) -> None:
+    """Final checkpoints first (the last epoch's weights, and the best validation epoch's),
+    then the run's record, then the merged results; a failed run (state_dict None) keeps
+    its resume file, so that the rerun resumes."""
     import checkpoints
+    stem = resume_path[:-len(".resume.pt")]
     if state_dict is not None:
-        final = resume_path[:-len(".resume.pt")] + ".pt"
         checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
-                                                 dataset.classes), final)
+                                                 dataset.classes), stem + ".pt")
+    if best_state is not None:
+        best = {**record, "test_acc": record.get("test_acc_at_best")}
+        checkpoints.save({**checkpoints.final_state(best_state, best, experiment, dataset.num_classes,
+                                                    dataset.classes), "epoch": record["best_epoch"]},
+                         stem + ".best.pt")
     write_record(out, experiment, record)
     write_results(out, experiment, order)
     if state_dict is not None and os.path.exists(resume_path):

@@ -324,6 +324,7 @@ class Member:
         self.history = {"loss": [], "train_acc": [], "val_acc": []}
         self.timing = {key: [] for key in TIMINGS}
         self.status, self.state = "completed", None
+        self.best = None  # {"epoch" (1-based), "val_acc", "model": AlexNet state_dict}: the best validation epoch
 
     def load_resume(self) -> None:
         """Take the resume file's state where it holds this config's run; a file for another
@@ -344,6 +345,9 @@ class Member:
                          f"starting this run from epoch 1")
             return
         timing = {key: history.pop(key, []) for key in TIMINGS}
+        best = state.get("best")
+        if best is not None:
+            self.best = {**best, "model": state["model"] if best["model"] is None else best["model"]}
         self.history = {k: list(history[k]) for k in ("loss", "train_acc", "val_acc")}
         # a resume file holds the timings of the epochs before the one it saved
         self.timing = {key: t + [None] * (epoch - len(t)) for key, t in timing.items()}
@@ -354,10 +358,24 @@ class Member:
     def epoch(self) -> int:
         return len(self.history["loss"])
 
-    def record(self, started: float, model_state: dict, test_acc=None) -> dict:
+    def note_validation(self, val_acc: float, group: "Group", j: int) -> None:
+        """Keep a copy of the weights of the best validation epoch so far (the first of equals)."""
+        if self.best is None or val_acc > self.best["val_acc"]:
+            self.best = {"epoch": self.epoch, "val_acc": val_acc, "model": group.model.member_state_dict(j)}
+
+    def resume_best(self) -> dict | None:
+        """The best epoch for a resume file; its weights only where they are not the current ones."""
+        if self.best is None:
+            return None
+        return {**self.best, "model": None if self.best["epoch"] == self.epoch else self.best["model"]}
+
+    def record(self, started: float, model_state: dict, test_acc=None, test_acc_at_best=None) -> dict:
+        """test_acc: the last epoch's weights; test_acc_at_best: the best validation epoch's."""
         return {"status": self.status, "history": self.history, "timing": self.timing, "test_acc": test_acc,
-                "best_val_acc": max(self.history["val_acc"], default=None), "epochs_completed": self.epoch,
-                "train_seconds": round(time.perf_counter() - started, 2), "model": model_state}
+                "best_val_acc": max(self.history["val_acc"], default=None),
+                "best_epoch": self.best["epoch"] if self.best else None, "test_acc_at_best": test_acc_at_best,
+                "epochs_completed": self.epoch, "train_seconds": round(time.perf_counter() - started, 2),
+                "model": model_state, "best_model": self.best["model"] if self.best else None}
 
 
 def train_run(config: dict, split: Split, num_classes: int, resume_path: str | None = None,
@@ -434,6 +452,7 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
             m.history["loss"].append(totals[j][0] / images)
             m.history["train_acc"].append(train_accs[j])
             m.history["val_acc"].append(val_accs[j])
+            m.note_validation(val_accs[j], group, j)
             logs.info(f"{m.desc} epoch {epoch + 1}/{config['epochs']}: loss {m.history['loss'][-1]:.4f}  "
                       f"train_acc {train_accs[j]:.4f}  val_acc {val_accs[j]:.4f}  "
                       f"({len(active) * images / train_seconds:.0f} images/s"
@@ -445,8 +464,9 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
             for j, i in enumerate(active):
                 m = members[i]
                 if m.resume_path:
-                    checkpoints.save(checkpoints.resume_state(group.member_state(j), epoch + 1,
-                                                              {**m.history, **m.timing}, m.config), m.resume_path)
+                    checkpoints.save({**checkpoints.resume_state(group.member_state(j), epoch + 1,
+                                                                 {**m.history, **m.timing}, m.config),
+                                      "best": m.resume_best()}, m.resume_path)
             last_saved = time.perf_counter()
         epoch_timing = dict(train_seconds=train_seconds, images_per_s=len(active) * images / train_seconds,
                             eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick)
@@ -454,9 +474,21 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
             for key in TIMINGS:
                 members[i].timing[key].append(round(epoch_timing[key], 4))
 
+    finals = [group.model.member_state_dict(j) for j in range(len(active))]
     test_accs = evaluate(step_model, split.test, precision)
+    at_best = list(test_accs)  # where the last epoch was the best
+    earlier = [j for j, i in enumerate(active) if members[i].best["epoch"] < members[i].epoch]
+    if earlier:  # the best epochs' weights, put in place of the last ones, for their test accuracy
+        with torch.no_grad():
+            for j in earlier:
+                for view, saved in zip(group.model.member_tensors(j).values(),
+                                       members[active[j]].best["model"].values()):
+                    view.copy_(saved)
+        best_accs = evaluate(step_model, split.test, precision)
+        for j in earlier:
+            at_best[j] = best_accs[j]
     for j, i in enumerate(active):
-        finish(i, members[i].record(started, group.model.member_state_dict(j), test_accs[j]))
+        finish(i, members[i].record(started, finals[j], test_accs[j], at_best[j]))
 
 
 def _prepared(group: Group, config: dict, device, world: int, precision: str):

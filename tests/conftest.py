@@ -105,7 +105,15 @@ def write_cifar(data_dir, name="cifar10", per_batch=40, n_test=40, seed=0):
 
     train_list = [write(f, per_batch) for f in train_files]
     test_list = [write(f, n_test) for f in test_files]
+    # the class names, as the real archive holds them
+    meta, meta_key = ("batches.meta", b"label_names") if name == "cifar10" else ("meta", b"fine_label_names")
+    names = CIFAR10_CLASSES if name == "cifar10" else [f"class{i}" for i in range(100)]
+    with open(root / meta, "wb") as f:
+        pickle.dump({meta_key: [n.encode() for n in names]}, f)
     return folder, train_list, test_list
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def write_image_folder(data_dir, classes=("cat", "dog", "frog"), n_train=12, n_test=4, test_name="test", seed=0):

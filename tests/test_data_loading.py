@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import data
-from conftest import md5, write_cifar, write_idx, write_image_folder, write_mnist_like
+from conftest import CIFAR10_CLASSES, md5, write_cifar, write_idx, write_image_folder, write_mnist_like
 
 
 # ---------------------------------------------------------------------------
@@ -164,6 +164,13 @@ def test_load_tiny_cifar10(cifar10_dir):
     expected = torch.from_numpy(batch[b"data"].reshape(-1, 3, 32, 32))
     assert torch.equal(ds.train_images[40:80], expected)
     assert ds.train_labels[40:80].tolist() == batch[b"labels"]
+    assert ds.classes == CIFAR10_CLASSES  # from the dataset's own batches.meta
+
+
+def test_cifar_without_its_class_names_is_refused(cifar10_dir):
+    os.remove(os.path.join(str(cifar10_dir), "cifar-10-batches-py", "batches.meta"))
+    with pytest.raises(data.DataError, match="batches.meta, which names the classes, is missing"):
+        data.load_dataset("cifar10", str(cifar10_dir), 67, download=False)
 
 
 def test_load_tiny_cifar100_uses_fine_labels(tmp_path, monkeypatch):
@@ -174,6 +181,7 @@ def test_load_tiny_cifar100_uses_fine_labels(tmp_path, monkeypatch):
     assert ds.train_images.shape == (100, 3, 32, 32)
     with open(tmp_path / "cifar-100-python" / "train", "rb") as f:
         assert ds.train_labels.tolist() == pickle.load(f, encoding="bytes")[b"fine_labels"]
+    assert ds.classes[:2] == ["class0", "class1"] and len(ds.classes) == 100
 
 
 def test_cifar_checksum_mismatch_raises_data_error(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
                           map_location="cpu")
         assert not any(k.startswith("module.") for k in ckpt["model"])
     assert sorted(os.listdir(multi / "models" / "weight_regularization")) == \
-        ["l1_0.0001_l2_0.0001.pt", "l1_0_l2_0.pt"]
+        ["l1_0.0001_l2_0.0001.best.pt", "l1_0.0001_l2_0.0001.pt", "l1_0_l2_0.best.pt", "l1_0_l2_0.pt"]
 
 
 def test_torchrun_resumes_a_run_interrupted_in_one_process(mnist_dir, tmp_path, monkeypatch):

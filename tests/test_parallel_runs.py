@@ -42,7 +42,7 @@ def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
     assert set(runs) == NAMES and all(r["status"] == "completed" for r in runs.values())
     csv_names = {line.split(",")[0] for line in (out / "results" / "learning_rate.csv").read_text().splitlines()[1:]}
     assert csv_names == NAMES
-    assert {p.name for p in (out / "models" / "learning_rate").iterdir()} == {f"{n}.pt" for n in NAMES}
+    assert {p.name for p in (out / "models" / "learning_rate").iterdir()} == {f"{n}{end}" for n in NAMES for end in (".pt", ".best.pt")}
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 

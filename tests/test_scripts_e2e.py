@@ -107,7 +107,8 @@ def test_seeds_repeat_every_setting(mnist_dir, tmp_path):
     assert code == 0, err
     results = load_results(tmp_path, "learning_rate")
     assert sorted((r["name"], r["seed"]) for r in results["runs"]) == [("lr_0.0001", 5), ("lr_0.0001", 6)]
-    assert sorted(os.listdir(tmp_path / "models" / "learning_rate")) == ["lr_0.0001_seed5.pt", "lr_0.0001_seed6.pt"]
+    assert sorted(os.listdir(tmp_path / "models" / "learning_rate")) == [
+        "lr_0.0001_seed5.best.pt", "lr_0.0001_seed5.pt", "lr_0.0001_seed6.best.pt", "lr_0.0001_seed6.pt"]
     a, b = results["runs"]
     assert a["history"]["loss"] != b["history"]["loss"]  # different seeds, different runs
     assert "lr_0.0001 seed 5" in out and "lr_0.0001 seed 6" in out

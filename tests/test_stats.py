@@ -389,8 +389,8 @@ def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monke
     assert code == 0, err
 
     models = tmp_path / "models" / "learning_rate"
-    assert sorted(os.listdir(models)) == ["lr_0.0001_seed0.pt", "lr_0.0001_seed1.pt",
-                                          "lr_0.0003_seed0.pt", "lr_0.0003_seed1.pt"]
+    assert sorted(p for p in os.listdir(models) if not p.endswith(".best.pt")) == [
+        "lr_0.0001_seed0.pt", "lr_0.0001_seed1.pt", "lr_0.0003_seed0.pt", "lr_0.0003_seed1.pt"]
     results = load_results(tmp_path, "learning_rate")
     assert sorted((r["name"], r["seed"]) for r in results["runs"]) == [
         ("lr_0.0001", 0), ("lr_0.0001", 1), ("lr_0.0003", 0), ("lr_0.0003", 1)]

@@ -1,0 +1,285 @@
+"""Evaluate and inspect a trained model from its checkpoint; never trains.
+
+    python evaluate.py models/consolidated/consolidated.pt
+    python evaluate.py models/activation/elu.pt --images cat.png shoe.jpg
+
+Without --images: the checkpoint's test split (its config names the dataset, the
+split, the image size and the precision), evaluated in eval mode exactly as at
+the end of training, and written as
+    results/<experiment>_<run>_eval.json    test_acc, per-class accuracy by class
+                                            name, confusion matrix (rows: true
+                                            class, columns: predicted), counts
+    images/<experiment>_<run>_confusion.png  the confusion matrix, each row
+                                            normalised to the true class's images
+    images/<experiment>_<run>_filters.png    conv1's 96 filters as an image grid
+    images/<experiment>_<run>_mistakes.png   the most confident wrong predictions
+and printed as the accuracy and a per-class table.
+
+With --images: each image (any size, colour or grey) resized as in training,
+and the top five classes with their probabilities.
+"""
+import argparse
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+import checkpoints
+import logs
+import storage
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SCHEMA = ("model", "config", "num_classes", "classes", "experiment", "name")
+
+
+class InputError(Exception):
+    """Bad input from the user (a file that is not ours, an unreadable image); one sentence."""
+
+
+def load_model(path: str):
+    """(plain AlexNet in eval mode on the CPU, the checkpoint) from one of this repository's
+    checkpoints; InputError otherwise."""
+    from alexnet import AlexNet
+    try:
+        ckpt = checkpoints.load(path)
+    except checkpoints.CheckpointError as err:
+        raise InputError(str(err)) from None
+    missing = [k for k in SCHEMA if k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict):
+        what = "a resume checkpoint, not a finished run's" if "optimizer" in ckpt else \
+            f"missing {', '.join(missing) or 'config'}"
+        raise InputError(f"{path} is not a finished run's checkpoint of this repository ({what})")
+    c = ckpt["config"]
+    try:
+        model = AlexNet(ckpt["num_classes"], c["activation"], c["dropout"], image_size=c["image_size"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise InputError(f"{path} does not hold an AlexNet this repository can build "
+                         f"({str(err).splitlines()[0][:120]})") from None
+    return model.eval(), ckpt
+
+
+def predictions(model, ckpt: dict, data_dir: str | None, device, precision: str):
+    """(logits on the test split as training evaluated it, labels, the dataset)."""
+    import torch
+    import data
+    import train
+    from fused import FusedAlexNet
+    c = ckpt["config"]
+    dataset = data.load_dataset(c["dataset"], data_dir or c["data_dir"], c["image_size"])
+    if dataset.num_classes != ckpt["num_classes"]:
+        raise InputError(f"the checkpoint has {ckpt['num_classes']} classes but {c['dataset']} in "
+                         f"{dataset.source} has {dataset.num_classes}")
+    train_idx, val_idx = data.split_indices(len(dataset.train_labels), c["regime"], c["train_size"], c["val_size"])
+    split = train.Split(dataset, train_idx, val_idx, c["test_size"], c["batch_size"], c["image_size"], device)
+    # the module that evaluated it in training: the same kernels give the same numbers
+    fused = FusedAlexNet([model], [c["activation"]], [c["dropout"]], [None]).to(device).eval()
+    if train.use_channels_last(device):
+        fused = fused.to(memory_format=torch.channels_last)
+    logits, labels = [], []
+    with torch.inference_mode():
+        for x, y in split.test.batches():
+            with train.autocast(device, precision):
+                logits.append(fused(x)[0].float().cpu())
+            labels.append(y.cpu())
+    return torch.cat(logits), torch.cat(labels), dataset, split
+
+
+def summarize(logits, labels, classes: list) -> dict:
+    import torch
+    predicted = logits.argmax(1)
+    n = len(classes)
+    confusion = torch.zeros(n, n, dtype=torch.int64)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    per_class = {}
+    for i, name in enumerate(classes):
+        total = int(confusion[i].sum())
+        per_class[name] = None if total == 0 else int(confusion[i, i]) / total
+    return {"test_acc": int(confusion.diag().sum()) / max(len(labels), 1), "test_images": len(labels),
+            "classes": list(classes), "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def _png(fig, path: str) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, dpi=110, format="png")
+    storage.atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def plot_confusion(summary: dict, title: str, path: str) -> str:
+    from plotting import _pyplot
+    plt = _pyplot()
+    confusion = np.array(summary["confusion"], dtype=float)
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    n = len(summary["classes"])
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        ax.set_xticks(range(n), summary["classes"], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), summary["classes"], fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                if rows[i, j] >= 0.005:
+                    ax.text(j, i, f"{100 * rows[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title}: test accuracy {100 * summary['test_acc']:.2f}% (rows: % of the true class)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    path = _png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_filters(model, title: str, path: str) -> str:
+    """conv1's 96 filters, each scaled to its own range, as in the AlexNet paper's figure 3."""
+    from plotting import _pyplot
+    plt = _pyplot()
+    w = model.conv1.weight.detach().float().numpy()  # 96 x 3 x 11 x 11
+    lo = w.min(axis=(1, 2, 3), keepdims=True)
+    hi = w.max(axis=(1, 2, 3), keepdims=True)
+    w = (w - lo) / np.maximum(hi - lo, 1e-12)
+    fig, axes = plt.subplots(6, 16, figsize=(12, 4.8))
+    for ax, f in zip(axes.flat, w):
+        ax.imshow(f.transpose(1, 2, 0), interpolation="nearest")
+        ax.axis("off")
+    fig.suptitle(f"{title}: conv1 filters")
+    path = _png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_mistakes(logits, labels, split, classes: list, title: str, path: str, count: int = 16) -> str:
+    """The test images predicted wrong with the highest confidence, with true and predicted names."""
+    import torch
+    from plotting import _pyplot
+    plt = _pyplot()
+    probs = logits.softmax(1)
+    confidence, predicted = probs.max(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = wrong[confidence[wrong].argsort(descending=True)][:count]
+    cols = 4
+    fig, axes = plt.subplots(max(1, -(-len(order) // cols)), cols, figsize=(10, 2.8 * max(1, -(-len(order) // cols))),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    images = split.test.images.cpu()
+    indices = split.test.indices.cpu()
+    for ax, i in zip(axes.flat, order.tolist()):
+        img = images[indices[i]].numpy()
+        ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None)
+        ax.set_title(f"true {classes[labels[i]]}\npredicted {classes[predicted[i]]} "
+                     f"({100 * confidence[i]:.0f}%)", fontsize=8)
+    if len(order) == 0:
+        axes.flat[0].text(0.5, 0.5, "no wrong predictions", ha="center", va="center")
+    fig.suptitle(f"{title}: most confident mistakes")
+    path = _png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def class_table(summary: dict) -> str:
+    confusion = summary["confusion"]
+    width = max(len("class"), *(len(c) for c in summary["classes"]))
+    lines = [f"{'class'.ljust(width)}  images  accuracy", f"{'-' * width}  ------  --------"]
+    for i, name in enumerate(summary["classes"]):
+        acc = summary["per_class"][name]
+        lines.append(f"{name.ljust(width)}  {sum(confusion[i]):6d}  " + ("       -" if acc is None else
+                                                                      f"{100 * acc:7.2f}%"))
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, precision=None) -> dict:
+    """Evaluate one checkpoint on its test split; write its eval JSON and pictures; return the summary."""
+    import torch
+    import data
+    import train
+    model, ckpt = load_model(path)
+    c = ckpt["config"]
+    device = train.resolve_device(device_name or "auto")
+    torch.empty(1, device=device)
+    precision = train.resolve_precision(precision or c.get("precision", "auto"), device)
+    model = model.to(device)
+    try:
+        logits, labels, dataset, split = predictions(model, ckpt, data_dir, device, precision)
+    except data.DataError as err:
+        raise InputError(f"the dataset of {path} is not available: {err}") from None
+    summary = summarize(logits, labels, ckpt["classes"])
+    stem = f"{ckpt['experiment']}_{os.path.basename(path)[:-3]}"
+    title = f"{ckpt['experiment']} / {os.path.basename(path)[:-3]}"
+    summary.update(checkpoint=os.path.abspath(path), device=str(device), precision=precision,
+                   recorded_test_acc=ckpt.get("test_acc"))
+    images_dir = os.path.join(out, "images")
+    summary["images"] = [plot_confusion(summary, title, os.path.join(images_dir, f"{stem}_confusion.png")),
+                         plot_filters(model.cpu(), title, os.path.join(images_dir, f"{stem}_filters.png")),
+                         plot_mistakes(logits, labels, split, ckpt["classes"], title,
+                                       os.path.join(images_dir, f"{stem}_mistakes.png"))]
+    summary["json"] = os.path.join(out, "results", f"{stem}_eval.json")
+    storage.atomic_write_text(summary["json"], json.dumps(summary, indent=1))
+    return summary
+
+
+def predict_images(path: str, files: list, device_name=None, precision=None, top: int = 5) -> list:
+    """[(file, [(class name, probability)] for the top classes)] for each image file."""
+    import torch
+    from PIL import Image
+    import data
+    import train
+    model, ckpt = load_model(path)
+    c = ckpt["config"]
+    device = train.resolve_device(device_name or "auto")
+    precision = train.resolve_precision(precision or c.get("precision", "auto"), device)
+    model = model.to(device)
+    answers = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                pixels = np.asarray(img.convert("RGB"))
+        except Image.DecompressionBombError:
+            raise InputError(f"{file} is too large to decode safely") from None
+        except Exception:
+            raise InputError(f"{file} is not an image that can be read") from None
+        x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].to(device)  # 1 x 3 x H x W uint8
+        with torch.inference_mode(), train.autocast(device, precision):
+            probs = model(data.transform_batch(x, c["image_size"])).float().softmax(1)[0].cpu()
+        values, indices = probs.topk(min(top, len(probs)))
+        answers.append((file, [(ckpt["classes"][i], float(v)) for v, i in zip(values, indices.tolist())]))
+    return answers
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a models/<experiment>/<run>.pt (or .best.pt) file")
+    p.add_argument("--images", nargs="+", metavar="FILE", help="predict these images instead of the test split")
+    p.add_argument("--out", default=ROOT, help="root for results/ and images/ (default: the repository root)")
+    p.add_argument("--data-dir", help="where the dataset lives (default: the one the run was trained from)")
+    p.add_argument("--device", help="auto, cpu, cuda, mps (default: auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="(default: the run's own, so that the accuracy matches the recorded one)")
+    args = p.parse_args(argv)
+    try:
+        if args.images:
+            for file, top in predict_images(args.checkpoint, args.images, args.device, args.precision):
+                logs.info(f"{file}: " + ", ".join(f"{name} {100 * prob:.1f}%" for name, prob in top))
+            return 0
+        summary = evaluate_checkpoint(args.checkpoint, args.out, args.data_dir, args.device, args.precision)
+    except (InputError, storage.WriteError) as err:
+        logs.problem(f"error: {err}")
+        return 1
+    except (RuntimeError, ValueError, AssertionError) as err:
+        if args.device:  # a device that is not there
+            logs.problem(f"error: device {args.device!r} is not available here ({str(err).splitlines()[0]})")
+            return 1
+        raise
+    logs.info(f"{summary['checkpoint']}: test accuracy {100 * summary['test_acc']:.2f}% on "
+              f"{summary['test_images']} images ({summary['device']}, {summary['precision']})")
+    logs.info(class_table(summary))
+    logs.info(f"\nwritten: {summary['json']}\n         " + "\n         ".join(summary["images"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""evaluate.py: a saved run evaluated again gives its recorded test accuracy, with
+per-class results under the dataset's class names, a confusion matrix, pictures,
+predictions for image files, and one sentence for bad input; the best validation
+epoch's weights are kept beside the last epoch's."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+from conftest import load_results, run_script, tiny_argv, write_mnist_like
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny fashion-mnist run of 3 epochs, from files in the real IDX format."""
+    root = tmp_path_factory.mktemp("eval")
+    write_mnist_like(root / "fmnist", n_train=300, n_test=60, seed=3)
+    out = root / "out"
+    code, stdout, err = run_script("main_activation", ["--values", "relu", *tiny_argv(
+        root / "fmnist", out, dataset="fashion-mnist", epochs=3, extra=["--test-size", "60", "--train-size", "64"])])
+    assert code == 0, err
+    (run,) = load_results(out, "activation")["runs"]
+    return dict(out=out, data=root / "fmnist", run=run, ckpt=out / "models" / "activation" / "relu.pt")
+
+
+def test_evaluate_reproduces_the_recorded_accuracy_with_class_names(trained, capsys):
+    code = evaluate.main([str(trained["ckpt"]), "--out", str(trained["out"])])
+    printed = capsys.readouterr().out
+    assert code == 0
+    result = json.loads((trained["out"] / "results" / "activation_relu_eval.json").read_text())
+    assert result["test_acc"] == trained["run"]["test_acc"]
+    assert result["classes"] == FASHION and list(result["per_class"]) == FASHION
+    confusion = np.array(result["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == result["test_images"] == 60
+    assert np.trace(confusion) / 60 == pytest.approx(result["test_acc"])
+    for i, name in enumerate(FASHION):
+        if confusion[i].sum():
+            assert result["per_class"][name] == pytest.approx(confusion[i, i] / confusion[i].sum())
+    for kind in ("confusion", "filters", "mistakes"):
+        assert (trained["out"] / "images" / f"activation_relu_{kind}.png").stat().st_size > 1000
+    assert f"{100 * trained['run']['test_acc']:.2f}%" in printed and "Ankle boot" in printed
+
+
+def test_images_are_predicted_with_top5_class_names(trained, tmp_path, capsys):
+    from PIL import Image
+    import data
+    ds = data.load_dataset("fashion-mnist", str(trained["data"]))
+    png = tmp_path / "item.png"
+    Image.fromarray(ds.test_images[7, 0].numpy()).save(png)  # a known test image, grey, 28 x 28
+    answers = evaluate.predict_images(str(trained["ckpt"]), [str(png)], "cpu", "fp32")
+    ((file, top),) = answers
+    assert len(top) == 5 and all(name in FASHION for name, _ in top)
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    # the same answer as the model gives that image through the dataset's own path
+    model, ckpt = evaluate.load_model(str(trained["ckpt"]))
+    with torch.no_grad():
+        logits = model(data.transform_batch(ds.test_images[7:8], 67))
+    assert top[0][0] == FASHION[int(logits.argmax(1))]
+    assert evaluate.main([str(trained["ckpt"]), "--images", str(png), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith(f"{png}: {top[0][0]} ")
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_input_is_one_sentence(trained, tmp_path, capsys, monkeypatch):
+    import data
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian"))
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    assert evaluate.main([str(text), "--out", str(tmp_path)]) == 1
+    assert str(text) in one_line_error(capsys)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    assert evaluate.main([str(other), "--out", str(tmp_path)]) == 1
+    assert "not a finished run's checkpoint" in one_line_error(capsys)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    assert evaluate.main([str(trained["ckpt"]), "--images", str(broken)]) == 1
+    assert "broken.png is not an image" in one_line_error(capsys)
+    assert evaluate.main([str(trained["ckpt"]), "--data-dir", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path)]) == 1
+    assert "dataset" in one_line_error(capsys)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "images").exists()
+
+
+def test_the_best_validation_epoch_is_kept_beside_the_last(trained, capsys):
+    run = trained["run"]
+    val = run["history"]["val_acc"]
+    assert run["best_epoch"] == val.index(max(val)) + 1 and run["best_val_acc"] == max(val)
+    best = trained["out"] / "models" / "activation" / "relu.best.pt"
+    ckpt = torch.load(best, weights_only=True, map_location="cpu")
+    assert ckpt["epoch"] == run["best_epoch"] and ckpt["test_acc"] == run["test_acc_at_best"]
+    if run["best_epoch"] == len(val):
+        assert run["test_acc_at_best"] == run["test_acc"]
+    assert evaluate.main([str(best), "--out", str(trained["out"])]) == 0
+    result = json.loads((trained["out"] / "results" / "activation_relu.best_eval.json").read_text())
+    assert result["test_acc"] == run["test_acc_at_best"]
+
+
+def test_consolidated_evaluate_before_and_after_training(mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_script("main_consolidated", ["--evaluate", *tiny_argv(mnist_dir, out)])
+    assert code == 1 and "not trained yet" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_script("main_consolidated", tiny_argv(mnist_dir, out))
+    assert code == 0, err
+    code, stdout, err = run_script("main_consolidated", ["--evaluate", *tiny_argv(mnist_dir, out)])
+    assert code == 0, err
+    runs = {r["name"]: r for r in load_results(out, "consolidated")["runs"]}
+    for name in ("baseline", "consolidated"):
+        result = json.loads((out / "results" / f"consolidated_{name}_eval.json").read_text())
+        assert result["test_acc"] == runs[name]["test_acc"]
+        assert result["classes"][0] == "0 - zero"  # MNIST's own names
+    import report
+    assert report.main(["--out", str(out)]) == 0
+    text = (out / "results" / "REPORT.md").read_text()
+    assert "class by class" in text and "consolidated_baseline_confusion.png" in text and "| 0 - zero |" in text

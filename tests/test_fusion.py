@@ -1,0 +1,184 @@
+"""Horizontal fusion (fused.py, train.train_group): K runs trained as one model must
+each be the run trained alone: same history and test accuracy (fp32, within 1e-4
+relative), a diverging run leaves the others unchanged, a killed group resumes
+exactly with any K, and every run's checkpoint is a plain AlexNet."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import data
+import sweep
+import train
+from alexnet import AlexNet
+from conftest import ROOT, load_results, run_script, tiny_argv
+
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_split(mnist_dir):
+    ds = data.load_dataset("mnist", str(mnist_dir))
+    train_idx, val_idx = data.split_indices(len(ds.train_labels), "full", 48, 16)
+    return ds, train.Split(ds, train_idx, val_idx, 24, 16, 67, torch.device("cpu"))
+
+
+def config(**changes):
+    return {**train.DEFAULTS, "dataset": "mnist", "image_size": 67, "batch_size": 16, "epochs": 2,
+            "train_size": 48, "val_size": 16, "test_size": 24, "device": "cpu", "precision": "fp32",
+            "checkpoint_seconds": 0, **changes}
+
+
+# four runs that differ in everything a member may: lr, optimizer, dropout p, L1/L2, activation, seed
+MEMBERS = [config(lr=1e-4, seed=0),
+           config(lr=3e-4, dropout=0.3, seed=1),
+           config(l1=1e-4, l2=1e-3, activation="tanh", seed=2),
+           config(optimizer="sgd", lr=0.05, activation="elu", dropout=0.2, seed=0)]
+
+
+def assert_same_run(fused: dict, alone: dict):
+    assert fused["status"] == alone["status"]
+    for key in ("loss", "train_acc", "val_acc"):
+        assert fused["history"][key] == pytest.approx(alone["history"][key], rel=RTOL), key
+    assert fused["test_acc"] == pytest.approx(alone["test_acc"], abs=1e-9)
+
+
+def test_each_fused_run_is_the_run_trained_alone(tiny_split):
+    ds, split = tiny_split
+    alone = [train.train_run(c, split, ds.num_classes) for c in MEMBERS]
+    fused = train.train_group(MEMBERS, split, ds.num_classes)
+    for f, a in zip(fused, alone):
+        assert_same_run(f, a)
+        for name, tensor in a["model"].items():
+            assert f["model"][name].shape == tensor.shape
+            assert torch.allclose(f["model"][name], tensor, rtol=1e-3, atol=1e-4), name
+    # the runs really differ: fusion did not make them one
+    assert len({tuple(f["history"]["loss"]) for f in fused}) == len(MEMBERS)
+
+
+def test_a_diverging_run_leaves_the_group_and_the_others_unchanged(tiny_split):
+    ds, split = tiny_split
+    members = [MEMBERS[0], config(optimizer="sgd", lr=1e12, seed=5), MEMBERS[1]]
+    finished = []
+    fused = train.train_group(members, split, ds.num_classes, on_finish=lambda i, r: finished.append(i))
+    assert fused[1]["status"] == "diverged" and fused[1]["test_acc"] is None
+    assert fused[1]["epochs_completed"] < 2
+    assert finished[0] == 1  # recorded as it left, before the others finished
+    for i in (0, 2):
+        assert_same_run(fused[i], train.train_run(members[i], split, ds.num_classes))
+
+
+def test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused(tiny_split, tmp_path):
+    """Resume files are per run, in one schema: whatever K wrote them, any K reads them."""
+    ds, split = tiny_split
+    reference = train.train_group(MEMBERS[:2], split, ds.num_classes)
+    paths = [str(tmp_path / f"r{i}.resume.pt") for i in range(2)]
+    # a fused group's first epoch, saved as each run's resume file
+    import checkpoints
+    group = train.Group(MEMBERS[:2], ds.num_classes, torch.device("cpu"))
+    step = group.make_step("fp32")
+    totals = train.train_one_epoch(step, group.model, split.train, [0, 1], 0, "", False)
+    accs = train.evaluate(group.model, split.val, "fp32")
+    for j in range(2):
+        history = {"loss": [totals[j][0] / 48], "train_acc": [totals[j][1] / 48], "val_acc": [accs[j]]}
+        checkpoints.save(checkpoints.resume_state(group.member_state(j), 1, history, MEMBERS[j]), paths[j])
+    resumed = [train.train_run(MEMBERS[j], split, ds.num_classes, paths[j]) for j in range(2)]
+    for r, ref in zip(resumed, reference):
+        assert_same_run(r, ref)
+
+
+def test_fused_checkpoints_load_into_alexnet_and_give_the_recorded_accuracy(mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run_script("main_activation", ["--values", "relu", "tanh", "elu",
+                                                       *tiny_argv(mnist_dir, out), "--fuse", "3"])
+    assert code == 0, err
+    assert "fused: 3 runs at once" in stdout
+    ds = data.load_dataset("mnist", str(mnist_dir))
+    test_x = data.transform_batch(ds.test_images[:16], 67)
+    for run in load_results(out, "activation")["runs"]:
+        assert sorted(run["fused_with"]) == sorted(f"{n} seed 0" for n in ("relu", "tanh", "elu")
+                                                   if n != run["name"])
+        ckpt = torch.load(out / "models" / "activation" / f"{run['name']}.pt", weights_only=True,
+                          map_location="cpu")
+        model = AlexNet(ckpt["num_classes"], ckpt["config"]["activation"], ckpt["config"]["dropout"],
+                        image_size=ckpt["config"]["image_size"])
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        with torch.no_grad():
+            acc = (model(test_x).argmax(1) == ds.test_labels[:16]).float().mean().item()
+        assert acc == pytest.approx(run["test_acc"], abs=1e-9)
+
+
+def fused_command(data_dir, out, fuse, epochs=4):
+    return [sys.executable, "main_learning_rate.py", "--values", "1e-4", "3e-4", "1e-3",
+            *tiny_argv(data_dir, out, epochs=epochs), "--fuse", str(fuse)]
+
+
+def test_a_fused_group_killed_resumes_exactly_with_another_k(mnist_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    proc = subprocess.run(fused_command(mnist_dir, whole, 1), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    reference = {r["name"]: r for r in load_results(whole, "learning_rate")["runs"]}
+
+    resume = killed / "models" / "learning_rate" / "lr_0.001.resume.pt"  # the group's last member
+    proc = subprocess.Popen(fused_command(mnist_dir, killed, 3), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not resume.exists():
+            assert proc.poll() is None, "the group ended before writing its resume checkpoints"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "results" / "learning_rate.json").exists()  # it died mid-group
+
+    proc = subprocess.run(fused_command(mnist_dir, killed, 2), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("resuming from epoch") == 3
+    runs = {r["name"]: r for r in load_results(killed, "learning_rate")["runs"]}
+    assert runs.keys() == reference.keys()
+    for name in runs:
+        assert_same_run(runs[name], reference[name])
+
+
+def test_fuse_flag_checks():
+    assert sweep.fuse("auto") == "auto" and sweep.fuse("4") == 4
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(Exception):
+            sweep.fuse(bad)
+    base = config()
+    assert sweep.fuse_size("auto", torch.device("cpu"), base, False) == 1  # fusion measured slower on CPU
+    assert sweep.fuse_size(3, torch.device("cpu"), base, False) == 3
+    assert sweep.run_bytes(config(image_size=227)) > 0.9e9  # weights, grads and Adam's state alone are 0.93 GB
+
+
+def test_fp16_with_fusion_is_refused(tmp_path):
+    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(tmp_path, tmp_path / "o"),
+                                                     "--fuse", "2", "--precision", "fp16"])
+    assert code == 2 and "--fuse" in err and "fp16" in err
+
+
+@pytest.mark.parametrize("n, k, sizes", [(7, 4, [4, 3]), (5, 2, [2, 2, 1]), (3, 8, [3]), (4, 1, [1, 1, 1, 1])])
+def test_groups_are_few_and_even(tmp_path, n, k, sizes):
+    jobs = sweep.plan([(f"s{i}", {}) for i in range(n)], config(), 1)
+    assert [len(g) for g in sweep.make_groups(jobs, k, str(tmp_path))] == sizes
+
+
+def test_runs_resumed_from_different_epochs_train_in_separate_groups(tmp_path):
+    import checkpoints
+    jobs = sweep.plan([(f"s{i}", {}) for i in range(3)], config(), 1)
+    checkpoints.save({"epoch": 1, "config": jobs[1].config}, checkpoints.resume_path(str(tmp_path), jobs[1].stem))
+    groups = sweep.make_groups(jobs, 3, str(tmp_path))
+    assert sorted([job.name for job in g] for g in groups) == [["s0", "s2"], ["s1"]]
