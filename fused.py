@@ -99,9 +99,12 @@ class FusedAlexNet(nn.Module):
         x = x.reshape(b, self.k, -1).transpose(0, 1)  # K x B x (256*s*s), each member's flatten order
         for name in FCS:
             layer = getattr(self, name)
-            # (W x^T + b)^T: the weight's gradient then comes out in the weight's own layout,
-            # where x W^T would give it transposed and cost a copy of every fc weight per step
-            x = torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, self._drop(x).transpose(1, 2)).transpose(1, 2)
+            if self.k == 1:  # the plain layer (as HFTA does for one model): measured 3% faster on CPU
+                x = F.linear(self._drop(x)[0], layer.weight.squeeze(0), layer.bias.squeeze(0)).unsqueeze(0)
+            else:  # (W x^T + b)^T: the weight's gradient comes out in the weight's own layout, where
+                # x W^T would give it transposed and cost a copy of every fc weight per step
+                x = torch.baddbmm(layer.bias.unsqueeze(2), layer.weight,
+                                  self._drop(x).transpose(1, 2)).transpose(1, 2)
             if name != "fc3":
                 x = self._act(x, 0)
         return x
