@@ -144,6 +144,25 @@ def tiny_argv(data_dir, out, dataset="mnist", epochs=1, extra=()):
             "--out", str(out), *extra]
 
 
+def run_config(**changes):
+    """A run's config for tiny in-process training: MNIST at 67 px on CPU in fp32, a resume
+    checkpoint after every epoch."""
+    import train
+    return {**train.DEFAULTS, "dataset": "mnist", "image_size": 67, "batch_size": 16, "epochs": 2,
+            "train_size": 32, "val_size": 16, "test_size": 16, "device": "cpu", "precision": "fp32",
+            "checkpoint_seconds": 0, **changes}
+
+
+def tiny_split_of(data_dir, regime, train_size, val_size, test_size):
+    """(dataset, train.Split) of the tiny MNIST in data_dir, batches of 16 at 67 px on CPU."""
+    import torch
+    import data
+    import train
+    ds = data.load_dataset("mnist", str(data_dir), 67, download=False)
+    train_idx, val_idx = data.split_indices(len(ds.train_labels), regime, train_size, val_size)
+    return ds, train.Split(ds, train_idx, val_idx, test_size, 16, 67, torch.device("cpu"))
+
+
 def run_script(module_name, argv):
     """Run main_<module>.main(argv) in-process; returns (exit code, stdout, stderr)."""
     import importlib

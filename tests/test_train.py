@@ -11,6 +11,7 @@ import checkpoints
 import data
 import train
 from alexnet import AlexNet
+from conftest import run_config, tiny_split_of
 
 
 # ---------------------------------------------------------------------------
@@ -120,16 +121,10 @@ def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_split(mnist_dir):
-    ds = data.load_dataset("mnist", str(mnist_dir), 67, download=False)
-    train_idx, val_idx = data.split_indices(len(ds.train_labels), "subset", 32, 16)
-    split = train.Split(ds, train_idx, val_idx, 16, 16, 67, torch.device("cpu"))
-    return ds, split
+    return tiny_split_of(mnist_dir, "subset", 32, 16, 16)
 
 
-def config(**changes):
-    return {**train.DEFAULTS, "dataset": "mnist", "image_size": 67, "batch_size": 16, "epochs": 2,
-            "train_size": 32, "val_size": 16, "test_size": 16, "device": "cpu", "precision": "fp32",
-            "checkpoint_seconds": 0, **changes}
+config = run_config
 
 
 def test_split_shares_the_training_images_and_caps_the_test_set(tiny_split):

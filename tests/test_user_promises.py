@@ -12,21 +12,17 @@ import data
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import ROOT, load_results, run_script, tiny_argv
+from conftest import ROOT, load_results, run_config, run_script, tiny_argv, tiny_split_of
 from fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")
 def tiny_split(mnist_dir):
-    ds = data.load_dataset("mnist", str(mnist_dir))
-    train_idx, val_idx = data.split_indices(len(ds.train_labels), "full", 32, 64)
-    return ds, train.Split(ds, train_idx, val_idx, 40, 16, 67, torch.device("cpu"))
+    return tiny_split_of(mnist_dir, "full", 32, 64, 40)
 
 
 def config(**changes):
-    return {**train.DEFAULTS, "dataset": "mnist", "image_size": 67, "batch_size": 16, "epochs": 1,
-            "train_size": 32, "val_size": 64, "test_size": 40, "device": "cpu", "precision": "fp32",
-            "checkpoint_seconds": 0, **changes}
+    return run_config(**{"epochs": 1, "val_size": 64, "test_size": 40, **changes})
 
 
 # 1. Accuracy is measured with dropout off: the original study's slip
