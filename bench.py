@@ -32,7 +32,7 @@ from sweep import positive_int, whole_number
 from alexnet import AlexNet
 from fused import CONVS, FCS
 from train import DEFAULTS, PRECISIONS, Group, Split, group_batches, resolve_device, resolve_precision, \
-    seed_everything
+    seed_everything, tune_backends
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in TFLOPS (fp32 accumulate),
 # matched against torch.cuda.get_device_name; the share of peak uses these.
@@ -273,6 +273,7 @@ def main(argv=None) -> int:
         p.error(f"argument --device: {args.device!r} is not available here ({err})".split("\n")[0])
 
     precision = resolve_precision(args.precision, device)
+    tune_backends(device)
     print(f"device {device} ({device_name(device)}), our precision {precision}, study's fp32, "
           f"{args.image_size} px, batch {args.batch_size}", flush=True)
     try:

@@ -301,9 +301,10 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
 
 def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world) -> int:
     import torch.distributed as dist
-    from train import Split, resolve_precision
+    from train import Split, resolve_precision, tune_backends
 
     ddp = world > 1 and args.strategy == "ddp"
+    tune_backends(device)
     # the same config on every rank and for any number of processes
     base["device"] = (device.type if world > 1 else str(device)) if base["device"] == "auto" else base["device"]
     base["precision"] = resolve_precision(base["precision"], device)
@@ -463,10 +464,12 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
             entry = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
             state_dict, best_state = outcome.pop("model", None), outcome.pop("best_model", None)
             entry.update(outcome, trained_on=trained_on, world_size=split.world_size,
-                         fused_with=[n for i, n in enumerate(names) if i != j])
+                         fused_with=[n for i, n in enumerate(names) if i != j],
+                         classes=[str(c) for c in dataset.classes])
             if lead:
                 with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
-                    record_run(experiment, entry, state_dict, best_state, dataset, args.out, resume_paths[j], order)
+                    record_run(experiment, entry, state_dict, best_state, dataset, args.out, resume_paths[j],
+                               order)
             statuses[chosen[j]] = entry["status"]
 
         try:

@@ -119,22 +119,17 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def weight_penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor:
-    """L1 * sum(|w|) + L2 * sum(w^2) over every parameter, biases included."""
-    params = list(model.parameters())
-    total = params[0].new_zeros(())
-    if l1:
-        total = total + l1 * torch.stack([p.abs().sum() for p in params]).sum()
-    if l2:
-        total = total + l2 * torch.stack([p.pow(2).sum() for p in params]).sum()
-    return total
-
-
 def all_reduce_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
     """Sum t over the processes of a data-parallel run (--strategy ddp); t itself otherwise."""
     if world_size > 1:
         dist.all_reduce(t)
     return t
+
+
+def tune_backends(device: torch.device) -> None:
+    """cuDNN picks the fastest convolution algorithms once for the fixed shapes of a sweep."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def use_channels_last(device: torch.device) -> bool:
@@ -337,8 +332,11 @@ class Member:
                 logs.problem(f"{self.desc}: ignoring {self.resume_path}, written for a different config")
                 return
             epoch, history = int(state["epoch"]), dict(state["history"])
+            if "dropout" not in state["rng"]:
+                raise checkpoints.CheckpointError(f"{self.resume_path} was written by an earlier version of "
+                                                  f"this repository, without the run's own dropout RNG")
             if not all(len(history[k]) == epoch for k in ("loss", "train_acc", "val_acc")) or \
-                    "dropout" not in state["rng"] or not {"model", "optimizer", "scaler"} <= state.keys():
+                    not {"model", "optimizer", "scaler"} <= state.keys():
                 raise checkpoints.CheckpointError(f"{self.resume_path} is damaged (its parts do not fit together)")
         except (checkpoints.CheckpointError, KeyError, TypeError, ValueError) as err:
             logs.problem(f"{self.desc}: cannot resume: {str(err).splitlines()[0][:200]}; "

@@ -35,6 +35,7 @@ def test_evaluate_reproduces_the_recorded_accuracy_with_class_names(trained, cap
     result = json.loads((trained["out"] / "results" / "activation_relu_eval.json").read_text())
     assert result["test_acc"] == trained["run"]["test_acc"]
     assert result["classes"] == FASHION and list(result["per_class"]) == FASHION
+    assert trained["run"]["classes"] == FASHION  # the run's record names them too
     confusion = np.array(result["confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == result["test_images"] == 60
     assert np.trace(confusion) / 60 == pytest.approx(result["test_acc"])

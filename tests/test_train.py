@@ -15,42 +15,36 @@ from conftest import run_config, tiny_split_of
 
 
 # ---------------------------------------------------------------------------
-# Weight penalty
+# Weight penalty: L1 * sum(|w|) + L2 * sum(w^2) over every parameter, biases included, per run
 
-def known_linear():
-    layer = nn.Linear(2, 2)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, -0.5]]))
-        layer.bias.copy_(torch.tensor([0.25, -4.0]))
-    return layer
-
-
-def test_weight_penalty_l1_l2_and_elastic_net_include_biases():
-    layer = known_linear()
-    abs_sum = 1 + 2 + 3 + 0.5 + 0.25 + 4          # 10.75
-    sq_sum = 1 + 4 + 9 + 0.25 + 0.0625 + 16      # 30.3125
-    assert train.weight_penalty(layer, 0.1, 0.0).item() == pytest.approx(0.1 * abs_sum)
-    assert train.weight_penalty(layer, 0.0, 0.01).item() == pytest.approx(0.01 * sq_sum)
-    assert train.weight_penalty(layer, 0.1, 0.01).item() == pytest.approx(0.1 * abs_sum + 0.01 * sq_sum)
-    assert train.weight_penalty(layer, 0.0, 0.0).item() == 0.0
-
-
-def test_weight_penalty_gradient():
-    layer = known_linear()
-    train.weight_penalty(layer, 0.5, 0.25).backward()
-    w = layer.weight.detach()
-    assert torch.allclose(layer.weight.grad, 0.5 * w.sign() + 0.25 * 2 * w)
-    b = layer.bias.detach()
-    assert torch.allclose(layer.bias.grad, 0.5 * b.sign() + 0.25 * 2 * b)
-
-
-def test_weight_penalty_over_a_whole_alexnet():
+def two_fused_alexnets():
+    from fused import FusedAlexNet
     torch.manual_seed(0)
-    model = AlexNet(image_size=67)
-    l1 = sum(p.abs().sum() for p in model.parameters())
-    l2 = sum(p.pow(2).sum() for p in model.parameters())
-    got = train.weight_penalty(model, 5e-6, 9.5e-5)
-    assert got.item() == pytest.approx((5e-6 * l1 + 9.5e-5 * l2).item(), rel=1e-4)
+    members = [AlexNet(image_size=67), AlexNet(image_size=67)]
+    return members, FusedAlexNet(members, ["relu", "relu"], [0.0, 0.0], [None, None])
+
+
+def test_weight_penalty_is_each_runs_own_l1_l2_and_elastic_net_with_biases():
+    members, fused = two_fused_alexnets()
+    l1 = torch.tensor([5e-6, 0.0])
+    l2 = torch.tensor([9.5e-5, 1e-3])
+    got = fused.penalty(l1, l2)
+    for k, m in enumerate(members):
+        abs_sum = sum(p.abs().sum() for p in m.parameters())
+        sq_sum = sum(p.pow(2).sum() for p in m.parameters())
+        assert got[k].item() == pytest.approx((l1[k] * abs_sum + l2[k] * sq_sum).item(), rel=1e-5)
+    assert fused.penalty(None, l2)[0].item() == pytest.approx(
+        (l2[0] * sum(p.pow(2).sum() for p in members[0].parameters())).item(), rel=1e-5)
+    assert fused.penalty(None, None).tolist() == [0.0, 0.0]
+
+
+def test_weight_penalty_gradient_reaches_only_its_own_run():
+    members, fused = two_fused_alexnets()
+    fused.penalty(torch.tensor([0.5, 0.0]), torch.tensor([0.25, 0.0])).sum().backward()
+    for name in ("conv1.weight", "fc3.bias"):
+        w0 = fused.member_tensors(0)[name].detach()
+        assert torch.allclose(fused.member_tensors(0, grads=True)[name], 0.5 * w0.sign() + 0.25 * 2 * w0)
+        assert not fused.member_tensors(1, grads=True)[name].any()  # run 1 has no penalty
 
 
 # ---------------------------------------------------------------------------
