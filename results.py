@@ -47,13 +47,17 @@ def record_path(out: str, experiment: str, name: str, seed: int) -> str:
 
 
 def experiments_in(out: str) -> list:
-    """Names of the experiments with a results file or run records under out/results."""
+    """Names of the experiments with run records or a results file under out/results (not
+    bench.py's or evaluate.py's files, which share the folder)."""
     folder = os.path.join(out, "results")
     if not os.path.isdir(folder):
         return []
-    found = {f[:-5] for f in os.listdir(folder) if f.endswith(".json")}
-    found |= {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
-              and any(f.endswith(".json") for f in os.listdir(os.path.join(folder, d)))}
+    found = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+             and any(f.endswith(".json") for f in os.listdir(os.path.join(folder, d)))}
+    for f in os.listdir(folder):
+        if f.endswith(".json") and f[:-5] not in found and not f.endswith("_eval.json") \
+                and not f.startswith("bench"):
+            found.add(f[:-5])
     return sorted(found)
 
 

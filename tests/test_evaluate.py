@@ -126,3 +126,14 @@ def test_consolidated_evaluate_before_and_after_training(mnist_dir, tmp_path):
     assert report.main(["--out", str(out)]) == 0
     text = (out / "results" / "REPORT.md").read_text()
     assert "class by class" in text and "consolidated_baseline_confusion.png" in text and "| 0 - zero |" in text
+
+
+def test_plotting_and_report_skip_evaluation_and_bench_files(trained, capsys):
+    import plotting
+    import report
+    evaluate.main([str(trained["ckpt"]), "--out", str(trained["out"])])
+    (trained["out"] / "results" / "bench.json").write_text('{"mode": "steps"}')
+    capsys.readouterr()
+    assert plotting.main(["--out", str(trained["out"])]) == 0
+    assert report.main(["--out", str(trained["out"])]) == 0
+    assert "error" not in capsys.readouterr().err
