@@ -121,10 +121,10 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                         f"eval: a second pass in eval mode {d('train_acc')}")
     p.add_argument("--checkpoint-every", type=positive_int,
                    help=f"epochs between resume checkpoints {d('checkpoint_every')}")
-    p.add_argument("--checkpoint-seconds", type=seconds,
+    p.add_argument("--checkpoint-seconds", type=seconds, metavar="S",
                    help="at least this many seconds of training between resume checkpoints; 0: every "
                         f"--checkpoint-every epochs {d('checkpoint_seconds')}")
-    p.add_argument("--fuse", type=fuse, default="auto",
+    p.add_argument("--fuse", type=fuse, default="auto", metavar="K",
                    help="train up to K runs at once as one fused model; auto: as many as fit in a CUDA "
                         "device's free memory (at most 16), 1 on CPU and MPS, where fusion measured slower "
                         "(default: auto)")

@@ -146,3 +146,19 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
     for fname, text in before.items():  # what was recorded was not trained again
         assert (records / fname).read_text() == text
     assert proc.stdout.count("already completed") == len(before)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_torchrun_ranks_fuse_their_share(mnist_dir, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    proc = subprocess.run(command(mnist_dir, single, VALUES), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES, ["--fuse", "2"])[1:]], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    one, two = by_name(single), by_name(multi)
+    for name in NAMES:
+        (partner,) = two[name]["fused_with"]  # each rank trained its two runs as one group
+        assert by_name(multi)[partner.split(" seed ")[0]]["trained_on"]["rank"] == two[name]["trained_on"]["rank"]
+        assert two[name]["history"]["loss"] == pytest.approx(one[name]["history"]["loss"], rel=LOSS_RTOL)
