@@ -459,12 +459,7 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
         due = (epoch + 1 < config["epochs"] and (epoch + 1) % config["checkpoint_every"] == 0
                and tick - last_saved >= config["checkpoint_seconds"])
         if due and split.rank == 0:
-            for j, i in enumerate(active):
-                m = members[i]
-                if m.resume_path:
-                    checkpoints.save({**checkpoints.resume_state(group.member_state(j), epoch + 1,
-                                                                 {**m.history, **m.timing}, m.config),
-                                      "best": m.resume_best()}, m.resume_path)
+            save_resume_files(group, [members[i] for i in active], epoch + 1)
             last_saved = time.perf_counter()
         epoch_timing = dict(train_seconds=train_seconds, images_per_s=len(active) * images / train_seconds,
                             eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick)
@@ -473,20 +468,32 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
                 members[i].timing[key].append(round(epoch_timing[key], 4))
 
     finals = [group.model.member_state_dict(j) for j in range(len(active))]
-    test_accs = evaluate(step_model, split.test, precision)
-    at_best = list(test_accs)  # where the last epoch was the best
-    earlier = [j for j, i in enumerate(active) if members[i].best["epoch"] < members[i].epoch]
-    if earlier:  # the best epochs' weights, put in place of the last ones, for their test accuracy
-        with torch.no_grad():
-            for j in earlier:
-                for view, saved in zip(group.model.member_tensors(j).values(),
-                                       members[active[j]].best["model"].values()):
-                    view.copy_(saved)
-        best_accs = evaluate(step_model, split.test, precision)
-        for j in earlier:
-            at_best[j] = best_accs[j]
+    test_accs, at_best = final_accuracies(group, [members[i] for i in active], step_model, split.test, precision)
     for j, i in enumerate(active):
         finish(i, members[i].record(started, finals[j], test_accs[j], at_best[j]))
+
+
+def save_resume_files(group: Group, members: list, epoch: int) -> None:
+    """Each member's resume file after epoch epochs (member j of the group is members[j])."""
+    for j, m in enumerate(members):
+        if m.resume_path:
+            checkpoints.save({**checkpoints.resume_state(group.member_state(j), epoch, {**m.history, **m.timing},
+                                                         m.config), "best": m.resume_best()}, m.resume_path)
+
+
+def final_accuracies(group: Group, members: list, step_model, loader: DeviceLoader, precision: str) -> tuple:
+    """(test accuracy of each member's last weights, of its best validation epoch's weights).
+    Where the best epoch came earlier, its weights replace the last ones in the group."""
+    last = evaluate(step_model, loader, precision)
+    earlier = [j for j, m in enumerate(members) if m.best["epoch"] < m.epoch]
+    if not earlier:
+        return last, list(last)
+    with torch.no_grad():
+        for j in earlier:
+            for view, saved in zip(group.model.member_tensors(j).values(), members[j].best["model"].values()):
+                view.copy_(saved)
+    best = evaluate(step_model, loader, precision)
+    return last, [best[j] if j in earlier else last[j] for j in range(len(members))]
 
 
 def _prepared(group: Group, config: dict, device, world: int, precision: str):
