@@ -89,15 +89,23 @@ def test_bad_shard_is_refused(tmp_path, text):
     assert code == 2 and "--shard" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_torchrun_spreads_the_runs_two_per_rank_as_one_process_trains_them(mnist_dir, tmp_path):
+def alone_and_under_torchrun(data_dir, tmp_path, extra=()):
+    """The four-run sweep in one process into tmp_path/single, then under torchrun with 2
+    gloo processes (and extra flags) into tmp_path/multi; returns both folders and the
+    torchrun process."""
     single, multi = tmp_path / "single", tmp_path / "multi"
-    proc = subprocess.run(command(mnist_dir, single, VALUES), cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run(command(data_dir, single, VALUES), cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env=env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES)[1:]], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=env())
+    proc = subprocess.run([*TORCHRUN, *command(data_dir, multi, VALUES, extra)[1:]], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return single, multi, proc
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_torchrun_spreads_the_runs_two_per_rank_as_one_process_trains_them(mnist_dir, tmp_path):
+    single, multi, proc = alone_and_under_torchrun(mnist_dir, tmp_path)
     assert "runs spread over them" in proc.stdout
     one, two = by_name(single), by_name(multi)
     assert set(one) == set(two) == NAMES
@@ -150,13 +158,7 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_torchrun_ranks_fuse_their_share(mnist_dir, tmp_path):
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    proc = subprocess.run(command(mnist_dir, single, VALUES), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env())
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES, ["--fuse", "2"])[1:]], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=env())
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    single, multi, proc = alone_and_under_torchrun(mnist_dir, tmp_path, ["--fuse", "2"])
     one, two = by_name(single), by_name(multi)
     for name in NAMES:
         (partner,) = two[name]["fused_with"]  # each rank trained its two runs as one group
