@@ -30,7 +30,6 @@ import data
 from storage import WriteError, atomic_write_text
 from sweep import positive_int, whole_number
 from alexnet import AlexNet
-from fused import CONVS, FCS
 from train import DEFAULTS, PRECISIONS, Group, Split, group_batches, resolve_device, resolve_precision, \
     seed_everything, tune_backends
 
@@ -76,20 +75,21 @@ def study_model_and_optimizer(config, num_classes, device):
 
 
 def training_flops(image_size: int, num_classes: int = 10) -> float:
-    """FLOPs of one training image (forward and backward: 3 x 2 x the forward's MACs)."""
-    shapes = {"conv1": (3, 96, 11), "conv2": (96, 256, 5), "conv3": (256, 384, 3), "conv4": (384, 384, 3),
-              "conv5": (384, 256, 3)}
-    side, macs = image_size, 0
-    for name, (stride, padding) in CONVS.items():
-        c_in, c_out, k = shapes[name]
-        side = (side + 2 * padding - k) // stride + 1
-        macs += side * side * c_out * c_in * k * k
-        if name in ("conv1", "conv2", "conv5"):
-            side = (side - 3) // 2 + 1
-    sizes = [256 * side * side, 4096, 4096, num_classes]
-    macs += sum(a * b for a, b in zip(sizes, sizes[1:]))
-    assert len(FCS) == len(sizes) - 1
-    return 6.0 * macs
+    """FLOPs of one training image (forward and backward: 3 x 2 x the forward's MACs), counted
+    from the layers of alexnet.AlexNet as one image passes through them (on the meta device:
+    shapes only, no memory, no arithmetic)."""
+    macs = []
+
+    def count(layer, inputs, output):
+        macs.append(output[0].numel() * layer.weight[0].numel())  # outputs x MACs per output
+
+    with torch.device("meta"):
+        model = AlexNet(num_classes, image_size=image_size)
+        for layer in model.modules():
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+                layer.register_forward_hook(count)
+        model(torch.empty(1, 3, image_size, image_size))
+    return 6.0 * sum(macs)
 
 
 def peak_tflops(device) -> tuple:

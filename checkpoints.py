@@ -31,6 +31,10 @@ def final_path(models_dir: str, stem: str) -> str:
     return os.path.join(models_dir, f"{stem}.pt")
 
 
+def best_path(models_dir: str, stem: str) -> str:
+    return os.path.join(models_dir, f"{stem}.best.pt")
+
+
 def resume_path(models_dir: str, stem: str) -> str:
     return os.path.join(models_dir, f"{stem}.resume.pt")
 

@@ -19,7 +19,6 @@ With --images: each image (any size, colour or grey) resized as in training,
 and the top five classes with their probabilities.
 """
 import argparse
-import io
 import json
 import os
 import sys
@@ -59,6 +58,18 @@ def load_model(path: str):
         raise InputError(f"{path} does not hold an AlexNet this repository can build "
                          f"({str(err).splitlines()[0][:120]})") from None
     return model.eval(), ckpt
+
+
+def prepare(path: str, device_name: str | None, precision: str | None) -> tuple:
+    """(model on the device, checkpoint, device, precision): the run's own precision unless
+    one is given, so that the accuracy matches the recorded one."""
+    import torch
+    import train
+    model, ckpt = load_model(path)
+    device = train.resolve_device(device_name or "auto")
+    torch.empty(1, device=device)  # a device that is not there fails here
+    precision = train.resolve_precision(precision or ckpt["config"].get("precision", "auto"), device)
+    return model.to(device), ckpt, device, precision
 
 
 def predictions(model, ckpt: dict, data_dir: str | None, device, precision: str):
@@ -101,16 +112,8 @@ def summarize(logits, labels, classes: list) -> dict:
             "classes": list(classes), "per_class": per_class, "confusion": confusion.tolist()}
 
 
-def _png(fig, path: str) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, dpi=110, format="png")
-    storage.atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return path
-
-
 def plot_confusion(summary: dict, title: str, path: str) -> str:
-    from plotting import _pyplot
+    from plotting import _pyplot, _save
     plt = _pyplot()
     confusion = np.array(summary["confusion"], dtype=float)
     rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
@@ -129,14 +132,12 @@ def plot_confusion(summary: dict, title: str, path: str) -> str:
     ax.set_ylabel("true class")
     ax.set_title(f"{title}: test accuracy {100 * summary['test_acc']:.2f}% (rows: % of the true class)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    path = _png(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path)
 
 
 def plot_filters(model, title: str, path: str) -> str:
     """conv1's 96 filters, each scaled to its own range, as in the AlexNet paper's figure 3."""
-    from plotting import _pyplot
+    from plotting import _pyplot, _save
     plt = _pyplot()
     w = model.conv1.weight.detach().float().numpy()  # 96 x 3 x 11 x 11
     lo = w.min(axis=(1, 2, 3), keepdims=True)
@@ -147,15 +148,12 @@ def plot_filters(model, title: str, path: str) -> str:
         ax.imshow(f.transpose(1, 2, 0), interpolation="nearest")
         ax.axis("off")
     fig.suptitle(f"{title}: conv1 filters")
-    path = _png(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path)
 
 
 def plot_mistakes(logits, labels, split, classes: list, title: str, path: str, count: int = 16) -> str:
     """The test images predicted wrong with the highest confidence, with true and predicted names."""
-    import torch
-    from plotting import _pyplot
+    from plotting import _pyplot, _save
     plt = _pyplot()
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
@@ -176,9 +174,7 @@ def plot_mistakes(logits, labels, split, classes: list, title: str, path: str, c
     if len(order) == 0:
         axes.flat[0].text(0.5, 0.5, "no wrong predictions", ha="center", va="center")
     fig.suptitle(f"{title}: most confident mistakes")
-    path = _png(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path)
 
 
 def class_table(summary: dict) -> str:
@@ -194,15 +190,8 @@ def class_table(summary: dict) -> str:
 
 def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, precision=None) -> dict:
     """Evaluate one checkpoint on its test split; write its eval JSON and pictures; return the summary."""
-    import torch
     import data
-    import train
-    model, ckpt = load_model(path)
-    c = ckpt["config"]
-    device = train.resolve_device(device_name or "auto")
-    torch.empty(1, device=device)
-    precision = train.resolve_precision(precision or c.get("precision", "auto"), device)
-    model = model.to(device)
+    model, ckpt, device, precision = prepare(path, device_name, precision)
     try:
         logits, labels, dataset, split = predictions(model, ckpt, data_dir, device, precision)
     except data.DataError as err:
@@ -228,11 +217,8 @@ def predict_images(path: str, files: list, device_name=None, precision=None, top
     from PIL import Image
     import data
     import train
-    model, ckpt = load_model(path)
+    model, ckpt, device, precision = prepare(path, device_name, precision)
     c = ckpt["config"]
-    device = train.resolve_device(device_name or "auto")
-    precision = train.resolve_precision(precision or c.get("precision", "auto"), device)
-    model = model.to(device)
     answers = []
     for file in files:
         try:

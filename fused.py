@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet import ACTIVATIONS, AlexNet
+from alexnet import ACTIVATIONS
 
-CONVS = {"conv1": (4, 0), "conv2": (1, 2), "conv3": (1, 1), "conv4": (1, 1), "conv5": (1, 1)}  # stride, padding
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")  # strides and paddings: alexnet.py's
 POOLED = ("conv1", "conv2", "conv5")
 FCS = ("fc1", "fc2", "fc3")
 LAYERS = (*CONVS, *FCS)
@@ -41,6 +41,8 @@ class FusedAlexNet(nn.Module):
             holder.weight = nn.Parameter(join([layer.weight.detach() for layer in layers]).clone())
             holder.bias = nn.Parameter(join([layer.bias.detach() for layer in layers]).clone())
             self.add_module(name, holder)
+        self.conv_shapes = {name: (getattr(members[0], name).stride, getattr(members[0], name).padding)
+                            for name in CONVS}
         self.activations = [ACTIVATIONS[a]() for a in activations]
         self.same_activation = len(set(activations)) == 1
         self.dropouts = list(dropouts)
@@ -90,7 +92,7 @@ class FusedAlexNet(nn.Module):
         return x * torch.stack(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name, (stride, padding) in CONVS.items():
+        for name, (stride, padding) in self.conv_shapes.items():
             layer = getattr(self, name)
             x = self._act(F.conv2d(x, layer.weight, layer.bias, stride, padding, groups=self.k), 1)
             if name in POOLED:
@@ -129,10 +131,3 @@ def fuse_inputs(parts: list) -> torch.Tensor:
     """K batches of B x C x H x W -> B x (K*C) x H x W."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
-
-def plain_member(fused: FusedAlexNet, k: int, num_classes: int, activation: str, dropout: float,
-                 image_size: int) -> AlexNet:
-    """Member k as a plain AlexNet on the CPU."""
-    model = AlexNet(num_classes, activation, dropout, image_size=image_size)
-    model.load_state_dict(fused.member_state_dict(k))
-    return model

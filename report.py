@@ -13,7 +13,7 @@ import os
 import sys
 
 import stats
-from results import ResultsError, experiments_in, read_results
+from results import experiments_in, read_results
 from storage import WriteError, atomic_write_text
 
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
@@ -124,7 +124,8 @@ def class_sections(out: str, images_rel: str) -> list:
         try:
             with open(path) as f:
                 found[run] = json.load(f)
-            classes, per_class = found[run]["classes"], found[run]["per_class"]
+            if not isinstance(found[run]["classes"], list) or not isinstance(found[run]["per_class"], dict):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{path} is not an evaluation file evaluate.py wrote; delete it and run "
                              f"main_consolidated.py --evaluate") from None

@@ -8,6 +8,7 @@ it differs from train.DEFAULTS (regime, epochs). Everything else is here.
 import argparse
 import math
 import os
+import signal
 import socket
 from dataclasses import dataclass
 
@@ -16,8 +17,8 @@ import storage
 
 storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
 from data import DATASETS, REGIMES  # noqa: E402
-from results import (ResultsError, finished, fmt, read_results, results_path, same_config, table,  # noqa: E402
-                     write_record, write_results)
+from results import (ResultsError, finished, fmt, read_results, results_path, same_config,  # noqa: E402,F401
+                     table, write_record, write_results)  # fmt: the scripts use sweep.fmt
 from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -214,8 +215,9 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
         try:
             return _main(experiment, doc, values, make_run, settings, values_help, argv, add_flags, prepare)
         except KeyboardInterrupt as err:
-            logs.problem(f"\ninterrupted{'' if getattr(err, 'signum', 2) == 2 else ' by SIGTERM'}: finished runs "
-                         "and epochs are saved; run the same command again to resume")
+            how = " by SIGTERM" if getattr(err, "signum", None) == signal.SIGTERM else ""
+            logs.problem(f"\ninterrupted{how}: finished runs and epochs are saved; run the same command "
+                         "again to resume")
             return storage.exit_code_of(err)
 
 
@@ -241,18 +243,18 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # processes torchrun started
     if args.fuse not in ("auto", 1):
         if base["precision"] == "fp16":
             parser.error("argument --fuse: fp16 trains with a gradient scaler, which would skip every fused "
                          "run's step when one overflows; use --fuse 1 or bf16")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.strategy == "ddp":
+        if world > 1 and args.strategy == "ddp":
             parser.error("argument --fuse: --strategy ddp trains one run at a time; use --fuse 1")
     for folder in ("results", "models", "images"):
         try:
             storage.check_writable(os.path.join(args.out, folder))
         except storage.WriteError as err:
             parser.error(f"argument --out: {err}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         device = pick_device(base["device"], world)
     except (RuntimeError, AssertionError, ValueError) as err:
@@ -361,13 +363,16 @@ MAX_AUTO_FUSE = 16
 
 def run_bytes(config: dict) -> int:
     """Device memory one fused run needs, estimated: fp32 weights, gradients and two optimizer
-    states (16 bytes per parameter), training activations at its batch and evaluation
-    activations at batch 512 (about 1.2 M values per image at 227 px, 8 bytes each)."""
-    from alexnet import feature_size
-    side = feature_size(config["image_size"])
-    params = 3_747_200 + (256 * side * side + 1) * 4096 + 4097 * 4096 + 4097 * 10
-    per_image = 1.2e6 * (config["image_size"] / 227) ** 2 * 8
-    return int(16 * params + per_image * (config["batch_size"] + 512))
+    states (16 bytes per parameter); training activations, about 1.2 M values per image at
+    227 px held for the backward pass, 8 bytes each; evaluation at batch 512, where only
+    conv1's output and its activation (290,400 values each at 227 px, bf16) are alive at
+    once. About 2.1 GB per run at 227 px."""
+    import torch
+    from alexnet import AlexNet
+    with torch.device("meta"):  # counts the parameters without allocating them
+        params = sum(p.numel() for p in AlexNet(image_size=config["image_size"]).parameters())
+    area = (config["image_size"] / 227) ** 2
+    return int(16 * params + 1.2e6 * area * 8 * config["batch_size"] + 2 * 290_400 * area * 2 * 512)
 
 
 def fuse_size(spec, device, base: dict, ddp: bool) -> int:
@@ -468,7 +473,7 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                          classes=[str(c) for c in dataset.classes])
             if lead:
                 with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
-                    record_run(experiment, entry, state_dict, best_state, dataset, args.out, resume_paths[j],
+                    record_run(experiment, entry, state_dict, best_state, dataset, args.out, models_dir, job.stem,
                                order)
             statuses[chosen[j]] = entry["status"]
 
@@ -500,24 +505,24 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
             claim.release()
 
 
-def record_run(experiment, record, state_dict, best_state, dataset, out, resume_path, order) -> None:
+def record_run(experiment, record, state_dict, best_state, dataset, out, models_dir, stem, order) -> None:
     """Final checkpoints first (the last epoch's weights, and the best validation epoch's),
     then the run's record, then the merged results; a failed run (state_dict None) keeps
     its resume file, so that the rerun resumes."""
     import checkpoints
-    stem = resume_path[:-len(".resume.pt")]
     if state_dict is not None:
         checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
-                                                 dataset.classes), stem + ".pt")
+                                                 dataset.classes), checkpoints.final_path(models_dir, stem))
     if best_state is not None:
         best = {**record, "test_acc": record.get("test_acc_at_best")}
         checkpoints.save({**checkpoints.final_state(best_state, best, experiment, dataset.num_classes,
                                                     dataset.classes), "epoch": record["best_epoch"]},
-                         stem + ".best.pt")
+                         checkpoints.best_path(models_dir, stem))
     write_record(out, experiment, record)
     write_results(out, experiment, order)
-    if state_dict is not None and os.path.exists(resume_path):
-        os.remove(resume_path)
+    resume = checkpoints.resume_path(models_dir, stem)
+    if state_dict is not None and os.path.exists(resume):
+        os.remove(resume)
 
 
 def finish(experiment, args, jobs, order, models_dir, failed) -> int:

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from torch import nn
+from tqdm import tqdm
 
 import checkpoints
 import logs
@@ -390,6 +389,8 @@ def train_group(configs: list, split: Split, num_classes: int, resume_paths: lis
     test_acc, best_val_acc, and its trained AlexNet state_dict under "model".
     on_finish(i, record) is called as soon as run i has finished (a diverged run leaves the
     group at the end of that epoch). Runs resumed from different epochs train in turn."""
+    shared = [{k: v for k, v in c.items() if k not in MEMBER_KEYS} for c in configs]
+    assert all(same_config(s, shared[0]) for s in shared), "runs of one group may differ only in MEMBER_KEYS"
     members = [Member(c, d, r) for c, d, r in zip(configs, descs or [f"run {i}" for i in range(len(configs))],
                                                    resume_paths or [None] * len(configs))]
     for m in members:

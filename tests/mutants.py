@@ -32,8 +32,8 @@ MUTANTS = {
     "write-in-place": ("storage.py", "    tmp = temporary_name(path)\n", "    tmp = path\n",
                        "tests/test_user_promises.py::"
                        "test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary"),
-    "failed-run-loses-resume": ("sweep.py", "    if state_dict is not None and os.path.exists(resume_path):",
-                                "    if os.path.exists(resume_path):",
+    "failed-run-loses-resume": ("sweep.py", "    if state_dict is not None and os.path.exists(resume):",
+                                "    if os.path.exists(resume):",
                                 "tests/test_user_promises.py::test_a_run_failing_after_a_checkpoint_resumes_on_rerun"),
     "one-dropout-generator": ("fused.py", "for p, g, part in zip(self.dropouts, self.generators, x):",
                               "for p, g, part in zip(self.dropouts, [self.generators[0]] * self.k, x):",

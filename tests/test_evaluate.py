@@ -3,7 +3,6 @@ per-class results under the dataset's class names, a confusion matrix, pictures,
 predictions for image files, and one sentence for bad input; the best validation
 epoch's weights are kept beside the last epoch's."""
 import json
-import os
 
 import numpy as np
 import pytest

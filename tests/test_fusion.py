@@ -2,7 +2,6 @@
 each be the run trained alone: same history and test accuracy (fp32, within 1e-4
 relative), a diverging run leaves the others unchanged, a killed group resumes
 exactly with any K, and every run's checkpoint is a plain AlexNet."""
-import json
 import os
 import signal
 import subprocess

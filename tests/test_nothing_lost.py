@@ -12,11 +12,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import (IDX_STEMS, ROOT, load_results, run_script, tiny_argv, whole_and_cut_lr_run,
+from conftest import (ROOT, load_results, run_script, tiny_argv, whole_and_cut_lr_run,
                       write_image_folder, write_idx, write_mnist_like)
 
 

@@ -16,7 +16,7 @@ import torch
 
 import report
 import train
-from conftest import as_group, real_train_run, fabricated, load_results, run_script, tiny_argv
+from conftest import as_group, fabricated, load_results, run_script, tiny_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import checkpoints
-import data
 import train
 from alexnet import AlexNet
 from conftest import run_config, tiny_split_of
