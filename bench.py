@@ -30,8 +30,8 @@ import data
 from storage import WriteError, atomic_write_text
 from sweep import positive_int, whole_number
 from alexnet import AlexNet
-from train import DEFAULTS, PRECISIONS, Group, Split, group_batches, resolve_device, resolve_precision, \
-    seed_everything, tune_backends
+from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, group_batches, out_of_memory, release_memory, \
+    resolve_device, resolve_precision, seed_everything, tune_backends
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in TFLOPS (fp32 accumulate),
 # matched against torch.cuda.get_device_name; the share of peak uses these.
@@ -139,13 +139,17 @@ def bench_steps(args, device, precision):
     config = {**DEFAULTS, "image_size": args.image_size, "precision": precision, "compile": args.compile}
     split = Split(dataset, torch.arange(n), torch.arange(0), None, args.batch_size, args.image_size, device)
 
+    kernels = {}
+
     def ours_for(k):
-        """k runs fused (seeds 0 .. k-1, the study's Adam 1e-4), k x batch images per step."""
+        """k runs fused (seeds 0 .. k-1, the study's Adam 1e-4), k x batch images per step,
+        each layer in the form --kernels says (auto: the faster, timed as training times it)."""
         group = Group([{**config, "seed": s} for s in range(k)], 10, device)
-        forward = torch.compile(group.model) if args.compile else group.model
-        step = group.make_step(precision, forward)
         epoch = iter(range(10**9))
         batches = _forever(lambda: group_batches(split.train, list(range(k)), next(epoch)))
+        kernels[k] = group.choose_kernels(next(batches)[0], precision, args.kernels)
+        forward = torch.compile(group.model) if args.compile else group.model
+        step = group.make_step(precision, forward)
 
         def run(steps):
             group.model.train()
@@ -163,13 +167,22 @@ def bench_steps(args, device, precision):
             x, y = next(study_batches)
             study_step(study_model, study_opt, x.to(device), y.to(device))
 
-    loops = {"study": (study, 1)}
+    loops, too_large = {"study": (study, 1)}, []
     for k in args.fuse:
-        loops[f"fuse {k}"] = (ours_for(k), k)
-    timings = {name: [] for name in loops}
-    for name, (fn, _) in loops.items():
-        fn(args.warmup)
+        try:
+            loops[f"fuse {k}"] = (ours_for(k), k)
+            loops[f"fuse {k}"][0](args.warmup)
+        except Exception as err:  # noqa: BLE001
+            if not out_of_memory(err):
+                raise
+            loops.pop(f"fuse {k}", None)
+            release_memory()
+            too_large.append(k)
+            print(f"fuse {k}: out of memory", flush=True)
+            break  # larger K need more
+    study(args.warmup)
     _sync(device)
+    timings = {name: [] for name in loops}
     for r in range(args.rounds):
         for name, (fn, k) in loops.items():
             start = time.perf_counter()
@@ -188,9 +201,10 @@ def bench_steps(args, device, precision):
         tflops = ips * flops / 1e12
         ours.append({"fuse": k, "images_per_s": ips, "ratio": ips / study_ips, "tflops": tflops,
                      "peak_share": tflops / peak if peak and precision in ("bf16", "fp16") else None,
-                     "rounds": timings[name]})
+                     "rounds": timings[name], "kernels": kernels[k]})
     # unrounded: each ratio is the quotient of the two rates exactly as stored
     return {"mode": "steps", "study_images_per_s": study_ips, "study_rounds": timings["study"], "ours": ours,
+            "out_of_memory_at_fuse": too_large[0] if too_large else None,
             "training_gflop_per_image": flops / 1e9, "peak_tflops": peak, "peak_matched": matched}
 
 
@@ -255,7 +269,10 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="our loop's precision (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (default: off)")
     p.add_argument("--fuse", type=positive_int, nargs="+", default=[1], metavar="K",
-                   help="step mode: time our loop with K runs fused, for each K given (default: 1)")
+                   help="step mode: time our loop with K runs fused, for each K given; a K that runs out of "
+                        "memory ends the list (default: 1)")
+    p.add_argument("--kernels", choices=KERNELS, default="auto",
+                   help="fused layers' form: auto (the faster per layer, timed), grouped or split (default: auto)")
     p.add_argument("--dataset", default="fashion-mnist", help="--job: dataset (default: fashion-mnist)")
     p.add_argument("--data-dir", default="data", help="--job: data folder (default: data)")
     p.add_argument("--epochs", type=positive_int, default=2, help="--job: epochs (default: 2)")
@@ -292,8 +309,14 @@ def main(argv=None) -> int:
         for row in result["ours"]:
             share = f", {100 * row['peak_share']:.1f}% of {result['peak_matched']}'s {result['peak_tflops']} TFLOPS " \
                     "dense bf16 peak" if row["peak_share"] is not None else ""
+            forms = row["kernels"].get("kernels")
             print(f"ours, {row['fuse']} run(s) fused: {row['images_per_s']:.1f} images/s, {row['ratio']:.2f}x, "
-                  f"{row['tflops']:.2f} TFLOPS{share}")
+                  f"{row['tflops']:.2f} TFLOPS{share}"
+                  + (f"; kernels: {', '.join(f'{n} {f}' for n, f in forms.items())}" if forms else ""))
+        one = next((row for row in result["ours"] if row["fuse"] == 1), None)
+        if one:
+            print("fused vs one run: " + ", ".join(f"K = {row['fuse']} {row['images_per_s'] / one['images_per_s']:.2f}x"
+                                                   for row in result["ours"] if row["fuse"] > 1))
     path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                      "bench_job.json" if args.job else "bench.json")
     try:

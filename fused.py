@@ -15,7 +15,16 @@ it would have alone. K = 1 is the plain AlexNet, computed by the same code.
 
 Shapes: input B x (K*C) x H x W (member k's batch in channels k*C ... (k+1)*C - 1),
 output K x B x classes.
+
+Each fused layer runs in one of two forms, chosen per layer by timing both on the
+layer's real shapes, precision and layout (choose_kernels), because the speed of
+grouped convolutions varies with the device, the cuDNN version and the layout:
+    "grouped"  one grouped convolution / one batched matmul for all K members
+    "split"    K plain convolutions / matmuls, one per member, on views of the
+               fused weights: exactly the arithmetic of each run alone
+so a fused group is never slower per image than its members one at a time.
 """
+import time
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +35,7 @@ CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")  # strides and paddings: a
 POOLED = ("conv1", "conv2", "conv5")
 FCS = ("fc1", "fc2", "fc3")
 LAYERS = (*CONVS, *FCS)
+FORMS = ("grouped", "split")
 
 
 class FusedAlexNet(nn.Module):
@@ -47,6 +57,8 @@ class FusedAlexNet(nn.Module):
         self.same_activation = len(set(activations)) == 1
         self.dropouts = list(dropouts)
         self.generators = generators
+        self.kernels = {name: "grouped" for name in LAYERS}  # each layer's form (see choose_kernels)
+        self._trace = None  # a dict while trace_inputs records each layer's input
 
     # -- members' views -----------------------------------------------------
 
@@ -91,25 +103,56 @@ class FusedAlexNet(nn.Module):
                 scale.append(torch.ones_like(part))
         return x * torch.stack(scale)
 
+    def conv(self, name: str, x: torch.Tensor, form: str | None = None) -> torch.Tensor:
+        """Layer name (a convolution) on B x (K*C) x H x W, in its form or the one given."""
+        layer, (stride, padding) = getattr(self, name), self.conv_shapes[name]
+        if self._trace is not None:
+            self._trace[name] = x.detach()
+        if self.k == 1 or (form or self.kernels[name]) == "grouped":
+            return F.conv2d(x, layer.weight, layer.bias, stride, padding, groups=self.k)
+        parts = zip(x.chunk(self.k, 1), layer.weight.chunk(self.k), layer.bias.chunk(self.k))
+        return torch.cat([F.conv2d(xk.contiguous(memory_format=_format_of(x)), w, b, stride, padding)
+                          for xk, w, b in parts], 1)
+
+    def linear(self, name: str, x: torch.Tensor, form: str | None = None) -> torch.Tensor:
+        """Layer name (fully connected) on K x B x F, in its form or the one given."""
+        layer = getattr(self, name)
+        if self._trace is not None:
+            self._trace[name] = x.detach()
+        if self.k == 1:  # the plain layer (as HFTA does for one model): measured 3% faster on CPU
+            return F.linear(x[0], layer.weight.squeeze(0), layer.bias.squeeze(0)).unsqueeze(0)
+        if (form or self.kernels[name]) == "split":
+            return torch.stack([F.linear(xk.contiguous(), w, b)
+                                for xk, w, b in zip(x.unbind(0), layer.weight.unbind(0), layer.bias.unbind(0))])
+        # (W x^T + b)^T: the weight's gradient comes out in the weight's own layout, where
+        # x W^T would give it transposed and cost a copy of every fc weight per step
+        return torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, x.transpose(1, 2)).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name, (stride, padding) in self.conv_shapes.items():
-            layer = getattr(self, name)
-            x = self._act(F.conv2d(x, layer.weight, layer.bias, stride, padding, groups=self.k), 1)
+        for name in CONVS:
+            x = self._act(self.conv(name, x), 1)
             if name in POOLED:
                 x = F.max_pool2d(x, 3, 2)
         b = x.shape[0]
         x = x.reshape(b, self.k, -1).transpose(0, 1)  # K x B x (256*s*s), each member's flatten order
         for name in FCS:
-            layer = getattr(self, name)
-            if self.k == 1:  # the plain layer (as HFTA does for one model): measured 3% faster on CPU
-                x = F.linear(self._drop(x)[0], layer.weight.squeeze(0), layer.bias.squeeze(0)).unsqueeze(0)
-            else:  # (W x^T + b)^T: the weight's gradient comes out in the weight's own layout, where
-                # x W^T would give it transposed and cost a copy of every fc weight per step
-                x = torch.baddbmm(layer.bias.unsqueeze(2), layer.weight,
-                                  self._drop(x).transpose(1, 2)).transpose(1, 2)
+            x = self.linear(name, self._drop(x))
             if name != "fc3":
                 x = self._act(x, 0)
         return x
+
+    def trace_inputs(self, x: torch.Tensor) -> dict:
+        """Each layer's input for input x, by name (one forward pass without gradients, in eval
+        mode: no dropout mask is drawn, so the members' dropout streams stay where they were)."""
+        self._trace, was_training = {}, self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self(x)
+            return self._trace
+        finally:
+            self._trace = None
+            self.train(was_training)
 
     # -- the weight penalty -------------------------------------------------
 
@@ -131,3 +174,64 @@ def fuse_inputs(parts: list) -> torch.Tensor:
     """K batches of B x C x H x W -> B x (K*C) x H x W."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
+
+
+def _format_of(x: torch.Tensor):
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
+# ---------------------------------------------------------------------------
+# Kernels by measurement
+
+def pick_kernels(timings: dict) -> dict:
+    """{layer: form} from {layer: {form: seconds}}: the faster form of each layer (grouped on a tie)."""
+    return {name: min(FORMS, key=lambda form: (t[form], FORMS.index(form))) for name, t in timings.items()}
+
+
+def time_layer(model: FusedAlexNet, name: str, x: torch.Tensor, form: str, autocast, reps: int = 3) -> float:
+    """Seconds of one forward and backward of layer name in form on input x (the median of reps,
+    after one untimed call), as a training step runs it."""
+    device = x.device
+    run = model.conv if name in CONVS else model.linear
+    x = x.detach().requires_grad_(name != "conv1")  # conv1's input needs no gradient in training
+    times = []
+    for i in range(reps + 1):
+        _sync(device)
+        start = time.perf_counter()
+        with autocast():
+            out = run(name, x, form)
+        out.backward(torch.ones_like(out))
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    return sorted(times)[len(times) // 2]
+
+
+_CHOSEN = {}  # (k, input shape, device, dtype of autocast, layout) -> (kernels, timings), per process
+
+
+def choose_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, key=None, timer=time_layer) -> tuple:
+    """Time both forms of every layer of model on the inputs x leads to, set the faster in
+    model.kernels, and return (kernels, {layer: {form: seconds}}). K = 1 has one form.
+    Measured once per key (the shapes, precision and layout) in a process."""
+    if model.k == 1:
+        return dict(model.kernels), {}
+    key = (model.k, tuple(x.shape), str(x.device), _format_of(x), key)
+    if key not in _CHOSEN:
+        inputs = model.trace_inputs(x)
+        was_training = model.training
+        model.train()
+        timings = {name: {form: timer(model, name, inputs[name], form, autocast) for form in FORMS}
+                   for name in LAYERS}
+        model.train(was_training)
+        _CHOSEN[key] = (pick_kernels(timings), timings)
+    kernels, timings = _CHOSEN[key]
+    model.kernels = dict(kernels)
+    return dict(kernels), timings
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

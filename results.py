@@ -155,8 +155,8 @@ def read_results(out: str, experiment: str, order: list | None = None) -> dict:
     return {"experiment": experiment, "runs": runs}
 
 
-# settings that change when files are written, not what a run computes
-NEUTRAL_KEYS = ("checkpoint_every", "checkpoint_seconds")
+# settings that change when files are written, or which kernels compute the same arithmetic, not what a run computes
+NEUTRAL_KEYS = ("checkpoint_every", "checkpoint_seconds", "kernels")
 
 
 def same_config(a, b) -> bool:

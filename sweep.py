@@ -19,7 +19,7 @@ storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one
 from data import DATASETS, REGIMES  # noqa: E402
 from results import (ResultsError, finished, fmt, read_results, results_path, same_config,  # noqa: E402,F401
                      table, write_record, write_results)  # fmt: the scripts use sweep.fmt
-from train import DEFAULTS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES  # noqa: E402
+from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
@@ -115,7 +115,8 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                    help="repeat every setting with seeds seed, seed+1, ... (default: 1)")
     p.add_argument("--device", help=f"auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps {d('device')}")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help=f"auto: bf16 autocast where the device runs it natively, else fp32 {d('precision')}")
+                   help="auto: bf16 autocast where the device has bf16 units (CUDA 8.0+, CPUs with AVX512-BF16 or "
+                        f"AMX), fp16 with gradient scaling on CUDA 7.x (V100, T4), else fp32 {d('precision')}")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off)")
     p.add_argument("--train-acc", choices=TRAIN_ACC_MODES,
                    help="epoch: counted on the training batches as they pass (augmented, dropout on); "
@@ -126,9 +127,14 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                    help="at least this many seconds of training between resume checkpoints; 0: every "
                         f"--checkpoint-every epochs {d('checkpoint_seconds')}")
     p.add_argument("--fuse", type=fuse, default="auto", metavar="K",
-                   help="train up to K runs at once as one fused model; auto: as many as fit in a CUDA "
-                        "device's free memory (at most 16), 1 on CPU and MPS, where fusion measured slower "
-                        "(default: auto)")
+                   help="train up to K runs at once as one fused model; auto: the K of 1, 2, 4, ... (as many as "
+                        "fit, at most 16) that trains the most images/s in a few timed steps of this sweep, 1 "
+                        "unless another K is 5%% faster, and 1 without timing where the sweep is too small for "
+                        "the search to pay (default: auto)")
+    p.add_argument("--kernels", choices=KERNELS,
+                   help="fused layers as one grouped convolution / batched matmul, as K plain ones (split: each "
+                        "run's own arithmetic exactly), or auto: the faster per layer, timed on the sweep's "
+                        f"shapes {d('kernels')}")
     p.add_argument("--out", default=ROOT,
                    help="root for models/, images/ and results/ (default: the repository root)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are already complete")
@@ -245,9 +251,6 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
             parser.error(f"argument --values: unknown optimizer in {name!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))  # processes torchrun started
     if args.fuse not in ("auto", 1):
-        if base["precision"] == "fp16":
-            parser.error("argument --fuse: fp16 trains with a gradient scaler, which would skip every fused "
-                         "run's step when one overflows; use --fuse 1 or bf16")
         if world > 1 and args.strategy == "ddp":
             parser.error("argument --fuse: --strategy ddp trains one run at a time; use --fuse 1")
     for folder in ("results", "models", "images"):
@@ -341,15 +344,15 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     trained_on = {"host": socket.gethostname(), "pid": os.getpid(), "rank": rank, "world_size": world,
                   "strategy": args.strategy if world > 1 else None, "device": str(device),
                   "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
-    k = fuse_size(args.fuse, device, base, ddp)
+    k, fuse_info = choose_fuse(args.fuse, mine, split, dataset.num_classes, base, device, ddp, models_dir)
     groups = make_groups(mine, k, models_dir)
     if any(len(g) > 1 for g in groups):
         logs.info(f"fused: {' + '.join(str(len(g)) for g in groups)} runs at once (--fuse {args.fuse}"
                   + (f", {k} chosen" if args.fuse == "auto" else "") + ")")
     failed = []
     for jobs_of_group in groups:
-        statuses = train_jobs(experiment, jobs_of_group, args, dataset, split, models_dir, trained_on, order,
-                              rank, ddp)
+        statuses = train_jobs(experiment, jobs_of_group, args, dataset, split, models_dir,
+                              {**trained_on, "fuse": fuse_info}, order, rank, ddp)
         failed += [job.desc for job, status in zip(jobs_of_group, statuses) if status == "failed"]
     if world > 1:
         dist.barrier()  # every run of every rank is recorded
@@ -359,14 +362,18 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
 
 
 MAX_AUTO_FUSE = 16
+FUSE_MARGIN = 1.05    # --fuse auto takes a K above 1 only where it trains this much faster than K = 1
+SEARCH_SHARE = 0.03   # ... and times candidates only where that costs at most this share of the sweep's images
+TRIAL_WARMUP, TRIAL_STEPS = 2, 3  # steps per candidate K: untimed (cuDNN's autotuner settles), then timed
 
 
 def run_bytes(config: dict) -> int:
-    """Device memory one fused run needs, estimated: fp32 weights, gradients and two optimizer
+    """Memory one fused run needs, estimated: fp32 weights, gradients and two optimizer
     states (16 bytes per parameter); training activations, about 1.2 M values per image at
     227 px held for the backward pass, 8 bytes each; evaluation at batch 512, where only
     conv1's output and its activation (290,400 values each at 227 px, bf16) are alive at
-    once. About 2.1 GB per run at 227 px."""
+    once. About 2.1 GB per run at 227 px. Only an upper bound for the candidates of
+    --fuse auto: the timed steps find what really fits."""
     import torch
     from alexnet import AlexNet
     with torch.device("meta"):  # counts the parameters without allocating them
@@ -375,17 +382,82 @@ def run_bytes(config: dict) -> int:
     return int(16 * params + 1.2e6 * area * 8 * config["batch_size"] + 2 * 290_400 * area * 2 * 512)
 
 
-def fuse_size(spec, device, base: dict, ddp: bool) -> int:
-    """K for --fuse: as given, or for auto as many runs as fit in 80% of a CUDA device's free
-    memory (at most MAX_AUTO_FUSE); 1 on CPU and MPS (fusion measured slower on CPU, see README),
-    with fp16 (one gradient scaler would skip every member's step) and with --strategy ddp."""
-    if spec != "auto":
-        return spec
-    if device.type != "cuda" or base["precision"] == "fp16" or ddp:
-        return 1
+def free_memory(device) -> int:
+    """Bytes free for training: the CUDA device's, else the machine's available memory."""
     import torch
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(MAX_AUTO_FUSE, int(0.8 * free) // run_bytes(base)))
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fuse_candidates(runs: int, bound: int) -> list:
+    """1, 2, 4, ... up to the number of runs and the memory bound."""
+    limit, ks = max(1, min(runs, bound, MAX_AUTO_FUSE)), [1]
+    while ks[-1] * 2 <= limit:
+        ks.append(ks[-1] * 2)
+    return ks
+
+
+def measure_fuse(candidates: list, measure) -> dict:
+    """{K: training images/s} of measure(K) for each candidate in turn; an out-of-memory error
+    ends the search there (that K: None)."""
+    import train
+    table = {}
+    for k in candidates:
+        try:
+            table[k] = measure(k)
+        except Exception as err:  # noqa: BLE001 (only out of memory is expected here)
+            if not train.out_of_memory(err):
+                raise
+            table[k] = None
+            train.release_memory()
+            break
+    return table
+
+
+def pick_fuse(table: dict, margin: float = FUSE_MARGIN) -> int:
+    """The K with the most images/s, where it beats K = 1 by margin; else 1."""
+    timed = {k: v for k, v in table.items() if v}
+    best = max(timed, key=lambda k: (timed[k], -k))
+    return best if best == 1 or timed[best] >= margin * timed.get(1, 0) else 1
+
+
+def choose_fuse(spec, jobs: list, split, num_classes: int, base: dict, device, ddp: bool, models_dir: str) -> tuple:
+    """(K, how it was chosen) for --fuse: as given, or for auto by timing candidate K on a few
+    real steps of this sweep's runs and shapes (HFTA's way: a dry run, not a formula)."""
+    import train
+    if spec != "auto":
+        return spec, {"how": f"--fuse {spec}"}
+    if ddp:
+        return 1, {"how": "--strategy ddp trains one run at a time"}
+    candidates = fuse_candidates(len(jobs), free_memory(device) * 9 // 10 // run_bytes(base))
+    if len(candidates) == 1:
+        return 1, {"how": "auto: one run to train, or room for one" if len(jobs) > 1 else "auto: one run to train"}
+    searched = sum((TRIAL_WARMUP + TRIAL_STEPS) * k * base["batch_size"] for k in candidates)
+    swept = sum(job.config["epochs"] - _resume_epoch(models_dir, job) for job in jobs) * len(split.train.indices)
+    if searched > SEARCH_SHARE * swept:
+        logs.info(f"--fuse auto: timing K = {', '.join(map(str, candidates))} would cost {100 * searched / swept:.0f}% "
+                  f"of this sweep's training, more than {100 * SEARCH_SHARE:.0f}%; training one run at a time "
+                  f"(--fuse K fuses K runs)")
+        return 1, {"how": f"auto: sweep too small to time candidates ({100 * searched / swept:.0f}% of its "
+                          f"training), one run at a time"}
+    logs.info(f"--fuse auto: timing K = {', '.join(map(str, candidates))} on {TRIAL_STEPS} steps each of this "
+              f"sweep's runs ({100 * searched / swept:.1f}% of its training)")
+    table = measure_fuse(candidates, lambda k: train.trial_images_per_s(
+        [job.config for job in jobs[:k]], split, num_classes, TRIAL_WARMUP, TRIAL_STEPS))
+    k = pick_fuse(table)
+    one = table[1]
+    lines = ["   K  training images/s  vs K = 1"]
+    for key, ips in table.items():
+        lines.append(f"  {key:2d}  " + ("out of memory" if ips is None else f"{ips:17.1f}  {ips / one:7.2f}x"))
+    logs.info("\n".join(lines) + f"\n--fuse auto: K = {k}"
+              + ("" if k > 1 else f" (no K above 1 trained {100 * (FUSE_MARGIN - 1):.0f}% faster)"))
+    return k, {"how": f"auto: timed, the most images/s (another K only where {FUSE_MARGIN:.2f}x K = 1)",
+               "measured": [{"k": key, "images_per_s": ips} for key, ips in table.items()], "chosen": k}
 
 
 def make_groups(jobs: list, k: int, models_dir: str) -> list:
@@ -464,12 +536,13 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
             dist.barrier()  # no rank may look for a resume file before it is gone
         names = [f"{jobs[i].name} seed {jobs[i].config['seed']}" for i in chosen]
 
-        def record(j: int, outcome: dict) -> None:
+        def record(j: int, outcome: dict, part: list) -> None:
+            """Record run chosen[j], trained in a group with the runs chosen[part]."""
             job = jobs[chosen[j]]
             entry = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
             state_dict, best_state = outcome.pop("model", None), outcome.pop("best_model", None)
             entry.update(outcome, trained_on=trained_on, world_size=split.world_size,
-                         fused_with=[n for i, n in enumerate(names) if i != j],
+                         fused_with=[names[i] for i in part if i != j],
                          classes=[str(c) for c in dataset.classes])
             if lead:
                 with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
@@ -477,28 +550,46 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                                order)
             statuses[chosen[j]] = entry["status"]
 
-        try:
-            outcomes = train.train_group([jobs[i].config for i in chosen], split, dataset.num_classes,
-                                         resume_paths, [jobs[i].desc for i in chosen], on_finish=record)
-        except (KeyboardInterrupt, SystemExit, storage.WriteError):
-            raise
-        except Exception as err:  # one failing group must not end the sweep...
-            if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C surfacing inside torch's C++ code
-                raise storage.Interrupted() from None
-            if ddp:  # ...except data-parallel, where the other ranks would wait on it forever:
-                raise  # torchrun then stops them all, and a rerun resumes from the last epoch
-            message = f"{type(err).__name__}: {err}".strip()
-            for j, i in enumerate(chosen):
-                if statuses[i] == "skipped":
-                    logs.problem(f"{jobs[i].desc}: failed ({message.splitlines()[0]})")
+        def train_part(part: list) -> None:
+            """Train the runs chosen[part] as one group; out of memory splits it in two halves,
+            each going on from its runs' last saved epochs."""
+            try:
+                outcomes = train.train_group([jobs[chosen[j]].config for j in part], split, dataset.num_classes,
+                                             [resume_paths[j] for j in part], [jobs[chosen[j]].desc for j in part],
+                                             on_finish=lambda i, outcome: record(part[i], outcome, part))
+            except (KeyboardInterrupt, SystemExit, storage.WriteError):
+                raise
+            except Exception as err:  # one failing group must not end the sweep...
+                if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C surfacing inside torch's C++ code
+                    raise storage.Interrupted() from None
+                if ddp:  # ...except data-parallel, where the other ranks would wait on it forever:
+                    raise  # torchrun then stops them all, and a rerun resumes from the last epoch
+                left = [j for j in part if statuses[chosen[j]] == "skipped"]
+                message = f"{type(err).__name__}: {err}".strip()
+                if train.out_of_memory(err):
+                    train.release_memory()
+                    if len(left) > 1:
+                        half = (len(left) + 1) // 2
+                        logs.info(f"out of memory with {len(left)} runs fused on {split.train.device}; going on as "
+                                  f"{half} + {len(left) - half}, each run from its last saved epoch")
+                        train_part(left[:half])
+                        train_part(left[half:])
+                        return
+                    config = jobs[chosen[left[0]]].config if left else {}
+                    message = (f"out of memory: one run at batch {config.get('batch_size')} and "
+                               f"{config.get('image_size')} px does not fit on {split.train.device}; lower "
+                               f"--batch-size or --image-size, or train on a device with more memory")
+                for j in left:
+                    logs.problem(f"{jobs[chosen[j]].desc}: failed ({message.splitlines()[0]})")
                     record(j, {"status": "failed", "error": message, "test_acc": None, "best_val_acc": None,
-                               "history": {"loss": [], "train_acc": [], "val_acc": []}, "epochs_completed": 0})
-            if split.train.device.type == "cuda":
-                torch.cuda.empty_cache()
-        else:  # runs the trainer returned without reporting them finished
-            for j, outcome in enumerate(outcomes):
-                if statuses[chosen[j]] == "skipped" and outcome is not None:
-                    record(j, outcome)
+                               "history": {"loss": [], "train_acc": [], "val_acc": []}, "epochs_completed": 0},
+                           part)
+            else:  # runs the trainer returned without reporting them finished
+                for i, outcome in enumerate(outcomes):
+                    if statuses[chosen[part[i]]] == "skipped" and outcome is not None:
+                        record(part[i], outcome, part)
+
+        train_part(list(range(len(chosen))))
         return statuses
     finally:
         for claim in claims:

@@ -51,6 +51,7 @@ DEFAULTS = dict(
     train_acc="epoch",     # "epoch": counted on the training batches as they pass; "eval": a second pass
     checkpoint_every=1,
     checkpoint_seconds=60.0,  # at least this long between resume checkpoints: bounds their cost on fast GPUs
+    kernels="auto",        # fused layers' form: "auto" (timed per layer), "grouped" or "split" (fused.py)
 )
 # what may differ between the runs of one fused group; every other setting they share
 MEMBER_KEYS = ("optimizer", "lr", "l1", "l2", "activation", "dropout", "seed")
@@ -67,6 +68,8 @@ OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, 1e-4, {}),
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+KERNELS = ("auto", "grouped", "split")
+MIN_LOSS_SCALE = 1.0  # fp16: a run whose gradients overflow even at a loss scale below this has diverged
 TRAIN_ACC_MODES = ("epoch", "eval")
 # per-epoch timings kept in each run's record, so every speed claim can be checked from results files
 TIMINGS = ("train_seconds", "images_per_s", "eval_seconds", "checkpoint_seconds")
@@ -103,14 +106,23 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def precision_for(device_type: str, capability: tuple | None = None, native_bf16_cpu: bool = False) -> str:
+    """--precision auto, from the device's properties alone: bf16 where the device has bf16
+    units (CUDA capability 8.0 and above: A100, H100, RTX 30xx/40xx; CPUs with AVX512-BF16
+    or AMX), fp16 with gradient scaling on CUDA 7.x (V100, T4, RTX 20xx: fp16 tensor cores,
+    bf16 only emulated), fp32 elsewhere (older GPUs, other CPUs, MPS)."""
+    if device_type == "cuda" and capability is not None:
+        return "bf16" if tuple(capability) >= (8, 0) else "fp16" if tuple(capability) >= (7, 0) else "fp32"
+    if device_type == "cpu" and native_bf16_cpu:
+        return "bf16"
+    return "fp32"
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     if name != "auto":
         return name
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return precision_for(device.type, capability, device.type == "cpu" and cpu_has_native_bf16())
 
 
 def autocast(device: torch.device, precision: str):
@@ -197,12 +209,13 @@ class Group:
         self.params = [[nn.Parameter(t.detach()) for t in self.model.member_tensors(k).values()]
                        for k in range(self.k)]
         self.optimizers = [make_optimizer(c["optimizer"], p, c["lr"]) for c, p in zip(configs, self.params)]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=configs[0]["precision"] == "fp16")
-        for optimizer, state in zip(self.optimizers, states):
+        # fp16: a gradient scaler per member, so that one member's overflow skips and shrinks only its own step
+        self.fp16 = configs[0]["precision"] == "fp16"
+        self.scalers = [torch.amp.GradScaler(device.type, enabled=self.fp16) for _ in configs]
+        for optimizer, scaler, state in zip(self.optimizers, self.scalers, states):
             if state is not None:
                 optimizer.load_state_dict(state["optimizer"])
-        if states[0] is not None:
-            self.scaler.load_state_dict(states[0]["scaler"])
+                scaler.load_state_dict(state["scaler"])
         self.l1 = torch.tensor([float(c["l1"]) for c in configs], device=device)
         self.l2 = torch.tensor([float(c["l2"]) for c in configs], device=device)
         self.use_l1, self.use_l2 = any(c["l1"] for c in configs), any(c["l2"] for c in configs)
@@ -210,7 +223,7 @@ class Group:
     def member_state(self, k: int) -> dict:
         """Member k's model, optimizer, scaler and dropout generator: what a resume file holds."""
         return {"model": self.model.member_state_dict(k), "optimizer": self.optimizers[k].state_dict(),
-                "scaler": self.scaler.state_dict(),
+                "scaler": self.scalers[k].state_dict(),
                 "rng": {**checkpoints.rng_state(), "dropout": self.model.generators[k].get_state()}}
 
     def without(self, leaving: set) -> "Group":
@@ -218,6 +231,25 @@ class Group:
         keep = [k for k in range(self.k) if k not in leaving]
         return Group([self.configs[k] for k in keep], self.num_classes, self.device,
                      [self.member_state(k) for k in keep])
+
+    def overflowing(self) -> set:
+        """fp16: members whose gradients kept overflowing until their loss scale fell below
+        MIN_LOSS_SCALE (one synchronisation; call once an epoch)."""
+        if not self.fp16:
+            return set()
+        return {k for k, scaler in enumerate(self.scalers) if scaler.get_scale() < MIN_LOSS_SCALE}
+
+    def choose_kernels(self, x: torch.Tensor, precision: str, how: str = "auto") -> dict:
+        """Each fused layer's form: the faster of grouped and split timed on x's shapes (auto),
+        or the one given; returns what each run's record keeps of it."""
+        import fused
+        if self.k == 1:
+            return {"how": "one run: plain layers"}
+        if how != "auto":
+            self.model.kernels = {name: how for name in fused.LAYERS}
+            return {"how": f"--kernels {how}", "kernels": dict(self.model.kernels)}
+        kernels, timings = fused.choose_kernels(self.model, x, lambda: autocast(self.device, precision), precision)
+        return {"how": "timed per layer (seconds of forward + backward)", "kernels": kernels, "seconds": timings}
 
     def make_step(self, precision: str, forward=None):
         """One optimisation step of every member on its own batch; what it returns stays on
@@ -234,20 +266,23 @@ class Group:
                 logits = forward(x)
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                      reduction="none").view(k, -1).sum(1)
-            loss = ce.sum() * weight  # the members' losses summed: each gradient is its member's own
+            losses = ce * weight  # per member; summed below, so that each gradient is its member's own
             objective = ce.detach().float()
             if self.use_l1 or self.use_l2:
                 penalty = model.penalty(self.l1 if self.use_l1 else None, self.l2 if self.use_l2 else None)
-                loss = loss + penalty.sum()
+                losses = losses + penalty
                 objective = objective + penalty.detach() * y.shape[1]
             model.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            if self.fp16:  # each member's loss scaled by its own scaler's scale
+                sum(scaler.scale(losses[i]) for i, scaler in enumerate(self.scalers)).backward()
+            else:
+                losses.sum().backward()
             for i in range(k):  # hand each member's optimizer the views of its gradients
                 for p, g in zip(self.params[i], model.member_tensors(i, grads=True).values()):
                     p.grad = g
-            for optimizer in self.optimizers:
-                self.scaler.step(optimizer)
-            self.scaler.update()
+            for optimizer, scaler in zip(self.optimizers, self.scalers):
+                scaler.step(optimizer)  # skips this member's step alone where its gradients overflowed
+                scaler.update()
             return objective, logits.detach()
 
         return step
@@ -318,6 +353,7 @@ class Member:
         self.history = {"loss": [], "train_acc": [], "val_acc": []}
         self.timing = {key: [] for key in TIMINGS}
         self.status, self.state = "completed", None
+        self.kernels = None  # how the layers of its (last) group were run: Group.choose_kernels
         self.best = None  # {"epoch" (1-based), "val_acc", "model": AlexNet state_dict}: the best validation epoch
 
     def load_resume(self) -> None:
@@ -372,7 +408,8 @@ class Member:
                 "best_val_acc": max(self.history["val_acc"], default=None),
                 "best_epoch": self.best["epoch"] if self.best else None, "test_acc_at_best": test_acc_at_best,
                 "epochs_completed": self.epoch, "train_seconds": round(time.perf_counter() - started, 2),
-                "model": model_state, "best_model": self.best["model"] if self.best else None}
+                "kernels": self.kernels, "model": model_state,
+                "best_model": self.best["model"] if self.best else None}
 
 
 def train_run(config: dict, split: Split, num_classes: int, resume_path: str | None = None,
@@ -417,6 +454,7 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
     for m in members:
         m.state = None  # the group holds it now
     active = list(range(len(members)))  # indices into members of those still training
+    _kernels(group, split, members, config, precision)
     step_model, step = _prepared(group, config, device, world, precision)
     show_bar = sys.stderr.isatty() and split.rank == 0
     images = max(len(split.train.indices), 1)  # every process's share, together
@@ -428,18 +466,22 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
                                  f"{label} epoch {epoch + 1}/{config['epochs']}", show_bar)
         train_seconds = time.perf_counter() - tick  # the .tolist() above waited for the device
         leaving = {j for j, (loss, _) in enumerate(totals) if not math.isfinite(loss / images)}
-        for j in sorted(leaving):
+        overflowing = group.overflowing() - leaving
+        for j in sorted(leaving | overflowing):
             m = members[active[j]]
             m.status = "diverged"
-            logs.info(f"{m.desc}: loss is {totals[j][0] / images} in epoch {epoch + 1}; "
-                      f"stopping this run as diverged")
+            logs.info(f"{m.desc}: " + (f"loss is {totals[j][0] / images}" if j in leaving else
+                                       f"fp16 gradients overflowed until the loss scale fell below {MIN_LOSS_SCALE}")
+                      + f" in epoch {epoch + 1}; stopping this run as diverged")
             finish(active[j], m.record(started, group.model.member_state_dict(j)))
+        leaving |= overflowing
         if leaving:
             if len(leaving) == len(active):
                 return
             group = group.without(leaving)  # NaN weights leave with their member; the others go on unchanged
             totals = [t for j, t in enumerate(totals) if j not in leaving]
             active = [i for j, i in enumerate(active) if j not in leaving]
+            _kernels(group, split, [members[i] for i in active], config, precision)
             step_model, step = _prepared(group, config, device, world, precision)
         tick = time.perf_counter()
         train_accs = ([correct / images for _, correct in totals] if config["train_acc"] == "epoch"
@@ -472,6 +514,66 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
     test_accs, at_best = final_accuracies(group, [members[i] for i in active], step_model, split.test, precision)
     for j, i in enumerate(active):
         finish(i, members[i].record(started, finals[j], test_accs[j], at_best[j]))
+
+
+def _kernels(group: Group, split: Split, members: list, config: dict, precision: str) -> dict:
+    """Choose the group's kernels on its first batch and note the choice in each member."""
+    x = None
+    if group.k > 1:
+        x, _ = next(group_batches(split.train, [m.config["seed"] for m in members], members[0].epoch))
+    chosen = group.choose_kernels(x, precision, config.get("kernels", "auto"))
+    for m in members:
+        m.kernels = chosen
+    return chosen
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether err is a device (or host) running out of memory."""
+    kind = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    text = str(err)
+    return isinstance(err, kind) or (isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
+
+
+def release_memory() -> None:
+    """Give what an abandoned group held back to the device."""
+    import gc
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: int = 2, steps: int = 3) -> float:
+    """Training images/s of configs fused as one group, timed over steps real training steps
+    of split's batches after warmup untimed ones (kernels chosen first, as training does).
+    Nothing is saved; the caller's runs start afresh."""
+    device, precision = split.train.device, configs[0]["precision"]
+    seeds = [c["seed"] for c in configs]
+    group = Group(configs, num_classes, device)
+    try:
+        batches = (b for epoch in range(10**9) for b in group_batches(split.train, seeds, epoch))
+        x, y = next(batches)
+        group.choose_kernels(x, precision, configs[0].get("kernels", "auto"))
+        step = group.make_step(precision)
+        group.model.train()
+        images, start = 0, None
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            objective, _ = step(x, y, split.train.world_size / y.shape[1])
+            images += y.numel() if i >= warmup else 0
+            x, y = next(batches)
+        objective.sum().item()  # waits for the device
+        return images / (time.perf_counter() - start)
+    finally:
+        del group
+        release_memory()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def save_resume_files(group: Group, members: list, epoch: int) -> None:

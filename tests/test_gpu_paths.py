@@ -1,0 +1,286 @@
+"""The GPU paths, checked on a CPU (issue 16): the precision rule for the GPUs people
+have, fp16 with a gradient scaler per fused member, both kernel forms of every fused
+layer, out-of-memory splitting of a group, K and kernels chosen by measurement (with
+injected timings), and the one-command GPU check at a tiny size."""
+import json
+
+import pytest
+import torch
+
+import fused
+import sweep
+import train
+from alexnet import AlexNet
+from conftest import load_results, run_config, run_script, tiny_argv, tiny_split_of, write_mnist_like
+from fused import FusedAlexNet
+
+
+@pytest.fixture(scope="module")
+def tiny_split(mnist_dir):
+    return tiny_split_of(mnist_dir, "full", 32, 16, 16)
+
+
+# -- precision by capability --------------------------------------------------------------
+
+@pytest.mark.parametrize("capability, expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((8, 6), "bf16"),
+                                                  ((7, 5), "fp16"), ((7, 0), "fp16"), ((6, 1), "fp32")])
+def test_precision_by_cuda_capability(capability, expected):
+    """H100 9.0, A100 8.0, RTX 3090 8.6: bf16; T4 7.5, V100 7.0: fp16 (bf16 only emulated
+    there); P100-class 6.x: fp32."""
+    assert train.precision_for("cuda", capability) == expected
+
+
+def test_precision_on_cpus_and_mps():
+    assert train.precision_for("cpu", None, native_bf16_cpu=True) == "bf16"
+    assert train.precision_for("cpu", None, native_bf16_cpu=False) == "fp32"
+    assert train.precision_for("mps") == "fp32"
+
+
+def test_auto_precision_reads_the_cuda_capability(monkeypatch):
+    """resolve_precision asks the device for its capability, never is_bf16_supported (true on
+    a T4 through emulation)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert train.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert train.resolve_precision("bf16", torch.device("cuda")) == "bf16"
+
+
+# -- both kernel forms --------------------------------------------------------------------
+
+def test_grouped_and_split_forms_of_every_layer_agree():
+    """Forward and every gradient of each fused layer, grouped against split, within 1e-5 in fp32
+    (relative to the tensor's largest value: the two forms sum in different orders)."""
+    torch.manual_seed(0)
+    k = 3
+    model = FusedAlexNet([AlexNet(10, image_size=67) for _ in range(k)], ["relu"] * k, [0.0] * k, [None] * k)
+    inputs = model.trace_inputs(torch.randn(4, 3 * k, 67, 67))
+    for name in fused.LAYERS:
+        results = {}
+        for form in fused.FORMS:
+            x = inputs[name].clone().requires_grad_()
+            run = model.conv if name in fused.CONVS else model.linear
+            out = run(name, x, form)
+            out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+            layer = getattr(model, name)
+            results[form] = (out.detach(), x.grad, layer.weight.grad.clone(), layer.bias.grad.clone())
+            model.zero_grad(set_to_none=True)
+        for a, b in zip(results["grouped"], results["split"]):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(a.abs().max()), msg=name)
+
+
+def test_split_kernels_make_each_fused_run_its_run_alone_exactly(tiny_split):
+    """With split kernels a member computes what its run alone computes, operation for
+    operation, so the histories are equal, not only close."""
+    ds, split = tiny_split
+    configs = [run_config(lr=1e-4, seed=0, kernels="split"), run_config(lr=3e-4, dropout=0.3, seed=1,
+                                                                         activation="tanh", kernels="split")]
+    fused_runs = train.train_group(configs, split, ds.num_classes)
+    for f, c in zip(fused_runs, configs):
+        alone = train.train_run(c, split, ds.num_classes)
+        assert f["history"] == alone["history"] and f["test_acc"] == alone["test_acc"]
+        assert f["kernels"]["kernels"] == {name: "split" for name in fused.LAYERS}
+
+
+def test_kernels_are_chosen_by_the_timings(tiny_split):
+    """auto keeps, per layer, the form an injected timing table says is faster."""
+    k = 2
+    model = FusedAlexNet([AlexNet(10, image_size=67) for _ in range(k)], ["relu"] * k, [0.0] * k, [None] * k)
+    faster = {name: "split" if i % 2 else "grouped" for i, name in enumerate(fused.LAYERS)}
+    timer = lambda model, name, x, form, autocast: 1.0 if form == faster[name] else 2.0
+    kernels, timings = fused.choose_kernels(model, torch.randn(2, 3 * k, 67, 67), lambda: train.autocast(
+        torch.device("cpu"), "fp32"), key="injected-table", timer=timer)
+    assert kernels == faster == model.kernels
+    assert timings["conv1"] == {"grouped": 1.0, "split": 2.0}
+    assert fused.pick_kernels({"fc1": {"grouped": 3.0, "split": 3.0}}) == {"fc1": "grouped"}
+
+
+# -- fp16 with a scaler per member --------------------------------------------------------
+
+class _BlowUp(torch.autograd.Function):
+    """Identity forward; backward makes member `member`'s gradients overflow."""
+
+    @staticmethod
+    def forward(ctx, logits, member):
+        ctx.member = member
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        grad[ctx.member] *= float("inf")
+        return grad, None
+
+
+def fp16(**changes):
+    return run_config(precision="fp16", kernels="split", epochs=1, **changes)
+
+
+@pytest.fixture
+def scalers_without_half(monkeypatch):
+    """fp16 runs with their gradient scalers, their arithmetic in fp32: what is tested here is
+    each member's scaling and skipping, and fp16 autocast takes 4 s a step on a CPU (one real
+    fp16 run: tests/test_precision_compile.py)."""
+    monkeypatch.setattr(train, "autocast", lambda device, precision: torch.autocast(device.type, enabled=False))
+
+
+def test_fp16_gives_each_fused_member_its_run_alone(tiny_split, scalers_without_half):
+    """Each member has its own scaler, so its steps (and skipped steps) are its own: with split
+    kernels its history equals the run alone exactly, as the same operations run in the same
+    order on the same numbers."""
+    ds, split = tiny_split
+    configs = [fp16(lr=1e-4, seed=0), fp16(lr=1e-3, seed=1, dropout=0.2)]
+    fused_runs = train.train_group(configs, split, ds.num_classes)
+    for f, c in zip(fused_runs, configs):
+        alone = train.train_run(c, split, ds.num_classes)
+        assert f["status"] == alone["status"] == "completed"
+        assert f["history"] == alone["history"] and f["test_acc"] == alone["test_acc"]
+
+
+def test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged(tiny_split, monkeypatch,
+                                                                           scalers_without_half):
+    """Member 1's gradients overflow at every step: only its steps are skipped and its scale
+    shrinks; member 0 trains as it does alone. Once its scale falls below MIN_LOSS_SCALE it
+    is recorded diverged, as a non-finite loss is."""
+    ds, split = tiny_split
+    configs = [fp16(seed=0), fp16(seed=1)]
+    group = train.Group(configs, ds.num_classes, torch.device("cpu"))
+    group.choose_kernels(None, "fp16", "split")
+    before = {n: t.clone() for n, t in group.model.member_state_dict(1).items()}
+    step = group.make_step("fp16", lambda x: _BlowUp.apply(group.model(x), 1))
+    train.train_one_epoch(step, group.model, split.train, [0, 1], 0, "", False)
+    alone = train.Group(configs[:1], ds.num_classes, torch.device("cpu"))
+    train.train_one_epoch(alone.make_step("fp16"), alone.model, split.train, [0], 0, "", False)
+    assert group.scalers[1].get_scale() == 65536.0 * 0.5 ** len(split.train)
+    for name, tensor in group.model.member_state_dict(1).items():
+        assert torch.equal(tensor, before[name]), name  # every step skipped
+    for name, tensor in alone.model.member_state_dict(0).items():
+        assert torch.equal(group.model.member_state_dict(0)[name], tensor), name
+    assert group.scalers[0].get_scale() == alone.scalers[0].get_scale()
+
+    real = FusedAlexNet.forward
+    monkeypatch.setattr(FusedAlexNet, "forward", lambda self, x: _BlowUp.apply(real(self, x), 1) if self.k == 2
+                        else real(self, x))
+    monkeypatch.setattr(train, "MIN_LOSS_SCALE", 65536.0)  # any overflow counts: 2 steps an epoch are few
+    records = train.train_group(configs, split, ds.num_classes)
+    assert records[1]["status"] == "diverged" and records[1]["epochs_completed"] == 0
+    monkeypatch.setattr(FusedAlexNet, "forward", real)
+    monkeypatch.setattr(train, "MIN_LOSS_SCALE", 1.0)
+    reference = train.train_run(configs[0], split, ds.num_classes)
+    assert records[0]["status"] == "completed" and records[0]["history"] == reference["history"]
+
+
+def test_fp16_with_fusion_trains_from_the_command_line(mnist_dir, tmp_path, scalers_without_half):
+    code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, tmp_path),
+                                                       "--fuse", "2", "--precision", "fp16"])
+    assert code == 0, err
+    assert "fused: 2 runs at once" in out
+    assert [r["status"] for r in load_results(tmp_path, "learning_rate")["runs"]] == ["completed"] * 2
+
+
+# -- out of memory ------------------------------------------------------------------------
+
+def oom_in_group_of(monkeypatch, size, at_epoch, always=False):
+    """train_one_epoch raises an out-of-memory error in a group of size runs at epoch at_epoch
+    (0-based) once, or every time."""
+    real, raised = train.train_one_epoch, []
+
+    def epoch(step, model, loader, seeds, e, *args):
+        if len(seeds) == size and e == at_epoch and (always or not raised):
+            raised.append(1)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(step, model, loader, seeds, e, *args)
+
+    monkeypatch.setattr(train, "train_one_epoch", epoch)
+    return raised
+
+
+def test_out_of_memory_splits_the_group_and_every_run_completes(mnist_dir, tmp_path, monkeypatch):
+    values = ["--values", "1e-4", "2e-4", "5e-4", "1e-3", "--fuse", "4", "--kernels", "split"]
+    code, _, err = run_script("main_learning_rate", [*values, *tiny_argv(mnist_dir, tmp_path / "whole", epochs=2)])
+    assert code == 0, err
+    reference = {r["name"]: r for r in load_results(tmp_path / "whole", "learning_rate")["runs"]}
+    raised = oom_in_group_of(monkeypatch, 4, at_epoch=1)
+    code, out, err = run_script("main_learning_rate", [*values, *tiny_argv(mnist_dir, tmp_path / "oom", epochs=2)])
+    assert code == 0, err
+    assert raised and "out of memory with 4 runs fused" in out and "going on as 2 + 2" in out
+    runs = {r["name"]: r for r in load_results(tmp_path / "oom", "learning_rate")["runs"]}
+    assert runs.keys() == reference.keys()
+    for name, run in runs.items():
+        assert run["status"] == "completed"
+        assert run["history"] == reference[name]["history"] and run["test_acc"] == reference[name]["test_acc"]
+        assert len(run["fused_with"]) == 1  # it finished in a group of 2
+
+
+def test_a_single_run_that_does_not_fit_fails_in_one_sentence(mnist_dir, tmp_path, monkeypatch):
+    oom_in_group_of(monkeypatch, 1, at_epoch=0, always=True)
+    code, out, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)])
+    assert code == 1
+    (run,) = load_results(tmp_path, "learning_rate")["runs"]
+    assert run["status"] == "failed" and "--batch-size" in run["error"] and "Traceback" not in err
+    assert "lr_0.0001: failed (out of memory: one run at batch 16 and 67 px does not fit" in err
+
+
+# -- K by measurement ---------------------------------------------------------------------
+
+def test_pick_fuse_takes_the_fastest_k_by_a_clear_margin():
+    assert sweep.pick_fuse({1: 100.0, 2: 180.0, 4: 170.0}) == 2
+    assert sweep.pick_fuse({1: 100.0, 2: 104.0, 4: 103.0}) == 1  # not 5% faster
+    assert sweep.pick_fuse({1: 100.0, 2: 90.0, 4: 80.0}) == 1  # fusion slower: one run at a time
+    assert sweep.pick_fuse({1: 100.0, 2: 150.0, 4: None}) == 2  # 4 ran out of memory
+    assert sweep.fuse_candidates(5, 16) == [1, 2, 4] and sweep.fuse_candidates(15, 3) == [1, 2]
+
+
+def test_the_search_stops_at_the_first_k_out_of_memory():
+    asked = []
+
+    def measure(k):
+        asked.append(k)
+        if k == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return {1: 10.0, 2: 30.0}[k]
+
+    assert sweep.measure_fuse([1, 2, 4, 8], measure) == {1: 10.0, 2: 30.0, 4: None}
+    assert asked == [1, 2, 4]
+
+
+def test_fuse_auto_takes_the_k_an_injected_timing_table_says_is_fastest(mnist_dir, tmp_path, monkeypatch):
+    table = {1: 100.0, 2: 250.0, 4: 240.0}
+    monkeypatch.setattr(train, "trial_images_per_s", lambda configs, *a: table[len(configs)])
+    monkeypatch.setattr(sweep, "SEARCH_SHARE", 10.0)  # let a tiny sweep pay for the search
+    code, out, err = run_script("main_activation", ["--values", "relu", "tanh", "elu", "gelu",
+                                                    *tiny_argv(mnist_dir, tmp_path, extra=["--kernels", "split"])])
+    assert code == 0, err
+    assert "--fuse auto: K = 2" in out and "fused: 2 + 2 runs at once (--fuse auto, 2 chosen)" in out
+    for run in load_results(tmp_path, "activation")["runs"]:
+        fuse = run["trained_on"]["fuse"]
+        assert fuse["chosen"] == 2 and [m["images_per_s"] for m in fuse["measured"]] == [100.0, 250.0, 240.0]
+
+
+def test_fuse_auto_on_a_sweep_too_small_to_time_trains_one_run_at_a_time(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "trial_images_per_s", lambda *a: pytest.fail("a tiny sweep must not be timed"))
+    code, out, err = run_script("main_activation", ["--values", "relu", "tanh", *tiny_argv(mnist_dir, tmp_path)])
+    assert code == 0, err
+    assert "would cost" in out and "training one run at a time" in out
+    assert all(r["fused_with"] == [] for r in load_results(tmp_path, "activation")["runs"])
+
+
+def test_a_trial_measures_real_training_steps(tiny_split):
+    ds, split = tiny_split
+    assert train.trial_images_per_s([run_config(seed=0), run_config(seed=1)], split, ds.num_classes, 1, 1) > 0
+
+
+# -- the GPU check, at a tiny size on the CPU ---------------------------------------------
+
+def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
+    import gpu_check
+    write_mnist_like(tmp_path / "fmnist", n_train=400, n_test=40)
+    code = gpu_check.main(["--tiny", "--device", "cpu", "--data-dir", str(tmp_path / "fmnist"),
+                           "--out", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
+    bench = result["steps"]["bench"]["figures"]
+    assert [row["fuse"] for row in bench["ours"]] == [1, 2]
+    assert set(bench["ours"][1]["kernels"]["kernels"]) == set(fused.LAYERS)
+    sweep_run = result["steps"]["sweep"]
+    assert sweep_run["exit"] == 0 and sweep_run["runs"] == 2 and sweep_run["training_images"] == 2 * 64
+    assert sweep_run["images_per_s_all_in"] > 0 and "how" in sweep_run["fuse"]
