@@ -576,9 +576,10 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                         train_part(left[half:])
                         return
                     config = jobs[chosen[left[0]]].config if left else {}
-                    message = (f"out of memory: one run at batch {config.get('batch_size')} and "
-                               f"{config.get('image_size')} px does not fit on {split.train.device}; lower "
-                               f"--batch-size or --image-size, or train on a device with more memory")
+                    message = (f"out of memory ({message.splitlines()[0][:160]}): one run at batch "
+                               f"{config.get('batch_size')} and {config.get('image_size')} px does not fit on "
+                               f"{split.train.device}; lower --batch-size or --image-size, or train on a device "
+                               f"with more memory")
                 for j in left:
                     logs.problem(f"{jobs[chosen[j]].desc}: failed ({message.splitlines()[0]})")
                     record(j, {"status": "failed", "error": message, "test_acc": None, "best_val_acc": None,

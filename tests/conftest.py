@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N processes share the cores
+    import torch
+    torch.set_num_threads(1)
+if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
+    import train
+    train.cpu_has_native_bf16 = lambda: False
+
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
@@ -37,6 +44,53 @@ def no_network(monkeypatch):
         raise OSError("network access is disabled in tests")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(autouse=True)
+def no_fsync(monkeypatch):
+    """Tests' files are temporary: they skip flushing each one to the disk (a run of the suite
+    writes gigabytes of tiny runs' checkpoints). That files are flushed before they replace
+    the previous ones is tested on its own (test_pinned.py)."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
+def child_env(**extra):
+    """Environment of a script run as its own process: the same number of threads as this
+    test process, so that its arithmetic is the same as an in-process run's."""
+    import torch
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), **extra}
+
+
+def paused_command(tmp_path, script, argv):
+    """(command, marker): script run as its own process, pausing for good once it has written
+    its runs' resume files for the first time (after epoch 1) and then touched marker, so that
+    a test can kill or interrupt it at a known point, whatever the machine's speed."""
+    marker = tmp_path / f"paused-{script}"
+    wrapper = tmp_path / f"pause_{script}.py"
+    wrapper.write_text(f"""import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import train
+real = train.save_resume_files
+def save_resume_files(*args, **kwargs):
+    real(*args, **kwargs)
+    open({str(marker)!r}, "w").close()
+    while True:
+        time.sleep(1)  # the test kills or interrupts this process here
+train.save_resume_files = save_resume_files
+import {script}
+sys.exit({script}.main(sys.argv[1:]))
+""")
+    return [sys.executable, str(wrapper), *argv], marker
+
+
+def wait_for(path, proc, seconds=240):
+    """Wait until path exists; fail if proc ends first or time runs out."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        assert proc.poll() is None, f"the process ended (exit {proc.returncode}) before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear within {seconds} s"
+        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------

@@ -243,7 +243,7 @@ def caught(name: str, before: bool = False) -> bool:
                              f"update tests/mutants.py")
         with open(path, "w") as f:
             f.write(text.replace(right, bug, 1))
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-n0", "-p", "no:cacheprovider",
                               *tests.split()], cwd=dest, capture_output=True, text=True)
     if run.returncode not in (0, 1):  # 0: passed (missed); 1: a test failed (caught)
         raise SystemExit(f"{name}: pytest could not run {tests} (exit {run.returncode}):\n{run.stdout[-2000:]}")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,7 +14,8 @@ import data
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import ROOT, load_results, run_config, run_script, tiny_argv, tiny_split_of
+from conftest import (ROOT, child_env, load_results, paused_command, run_config, run_script, tiny_argv,
+                      tiny_split_of, wait_for)
 
 RTOL = 1e-4
 
@@ -109,29 +109,23 @@ def test_fused_checkpoints_load_into_alexnet_and_give_the_recorded_accuracy(mnis
         assert acc == pytest.approx(run["test_acc"], abs=1e-9)
 
 
-def fused_command(data_dir, out, fuse, epochs=4):
+def fused_argv(data_dir, out, fuse, epochs=3):
     """Split kernels: every K computes each run's own arithmetic, so any K gives the same numbers."""
-    return [sys.executable, "main_learning_rate.py", "--values", "1e-4", "3e-4", "1e-3",
-            *tiny_argv(data_dir, out, epochs=epochs), "--fuse", str(fuse), "--kernels", "split"]
+    return ["--values", "1e-4", "3e-4", "1e-3", *tiny_argv(data_dir, out, epochs=epochs), "--fuse", str(fuse),
+            "--kernels", "split"]
 
 
+@pytest.mark.slow
 def test_a_fused_group_killed_resumes_exactly_with_another_k(mnist_dir, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    proc = subprocess.run(fused_command(mnist_dir, whole, 1), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = run_script("main_learning_rate", fused_argv(mnist_dir, whole, 1))
+    assert code == 0, err
     reference = {r["name"]: r for r in load_results(whole, "learning_rate")["runs"]}
 
-    resume = killed / "models" / "learning_rate" / "lr_0.001.resume.pt"  # the group's last member
-    proc = subprocess.Popen(fused_command(mnist_dir, killed, 3), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    command, paused = paused_command(tmp_path, "main_learning_rate", fused_argv(mnist_dir, killed, 3))
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
     try:
-        deadline = time.monotonic() + 240
-        while not resume.exists():
-            assert proc.poll() is None, "the group ended before writing its resume checkpoints"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(paused, proc)  # the group of 3 saved epoch 1 of each run, then waits
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -139,10 +133,9 @@ def test_a_fused_group_killed_resumes_exactly_with_another_k(mnist_dir, tmp_path
             proc.kill()
     assert not (killed / "results" / "learning_rate.json").exists()  # it died mid-group
 
-    proc = subprocess.run(fused_command(mnist_dir, killed, 2), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("resuming from epoch") == 3
+    code, out, err = run_script("main_learning_rate", fused_argv(mnist_dir, killed, 2))
+    assert code == 0, err
+    assert out.count("resuming from epoch 2 of 3") == 3 and "fused: 2 + 1 runs at once" in out
     runs = {r["name"]: r for r in load_results(killed, "learning_rate")["runs"]}
     assert runs.keys() == reference.keys()
     # The reference trained each run alone, the killed run in a group of 3, the rerun in groups of

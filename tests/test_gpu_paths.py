@@ -217,7 +217,7 @@ def test_a_single_run_that_does_not_fit_fails_in_one_sentence(mnist_dir, tmp_pat
     assert code == 1
     (run,) = load_results(tmp_path, "learning_rate")["runs"]
     assert run["status"] == "failed" and "--batch-size" in run["error"] and "Traceback" not in err
-    assert "lr_0.0001: failed (out of memory: one run at batch 16 and 67 px does not fit" in err
+    assert "lr_0.0001: failed (out of memory (" in err and "one run at batch 16 and 67 px does not fit" in err
 
 
 # -- K by measurement ---------------------------------------------------------------------

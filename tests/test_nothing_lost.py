@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 
-from conftest import (ROOT, load_results, run_script, tiny_argv, whole_and_cut_lr_run,
-                      write_image_folder, write_idx, write_mnist_like)
+from conftest import (ROOT, child_env, load_results, paused_command, run_script, tiny_argv, wait_for,
+                      whole_and_cut_lr_run, write_image_folder, write_idx, write_mnist_like)
 
 
 def temporary_files(folder):
@@ -119,18 +119,15 @@ def test_ctrl_c_inside_a_results_write_keeps_the_previous_file(mnist_dir, tmp_pa
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
+@pytest.mark.slow
 def test_sigterm_ends_with_143_and_one_line_and_the_rerun_resumes(mnist_dir, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "main_learning_rate.py", "--values", "1e-4",
-           *tiny_argv(mnist_dir, out, epochs=4, extra=["--train-size", "96"])]
-    resume = out / "models" / "learning_rate" / "lr_0.0001.resume.pt"
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = ["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)]
+    command, paused = paused_command(tmp_path, "main_learning_rate", argv)
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
     try:
-        deadline = time.monotonic() + 180
-        while not resume.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no resume checkpoint appeared"
-            time.sleep(0.01)
+        wait_for(paused, proc)  # epoch 1 saved; a scheduler's SIGTERM arrives in the middle of the run
         proc.send_signal(signal.SIGTERM)
         stdout, err = proc.communicate(timeout=60)
     finally:
@@ -139,9 +136,9 @@ def test_sigterm_ends_with_143_and_one_line_and_the_rerun_resumes(mnist_dir, tmp
     assert proc.returncode == 143, err
     assert "interrupted by SIGTERM" in one_line(err)
     assert temporary_files(out) == []
-    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resuming from epoch" in rerun.stdout
+    code, stdout, err = run_script("main_learning_rate", argv)
+    assert code == 0, err
+    assert "resuming from epoch 2 of 2" in stdout
     assert load_results(out, "learning_rate")["runs"][0]["status"] == "completed"
 
 

@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+import results
+
 from conftest import ROOT, load_results, run_script, tiny_argv
 
 VALUES = ["1e-4", "3e-4", "1e-3", "3e-3"]
@@ -29,6 +31,7 @@ def by_name(out):
     return {r["name"]: r for r in load_results(out, "learning_rate")["runs"]}
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
     out = tmp_path / "out"
     logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
@@ -89,23 +92,18 @@ def test_bad_shard_is_refused(tmp_path, text):
     assert code == 2 and "--shard" in err and len(err.strip().splitlines()) == 1
 
 
-def alone_and_under_torchrun(data_dir, tmp_path, extra=()):
-    """The four-run sweep in one process into tmp_path/single, then under torchrun with 2
-    gloo processes (and extra flags) into tmp_path/multi; returns both folders and the
-    torchrun process."""
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    proc = subprocess.run(command(data_dir, single, VALUES), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env())
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = subprocess.run([*TORCHRUN, *command(data_dir, multi, VALUES, extra)[1:]], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=env())
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return single, multi, proc
-
-
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_torchrun_spreads_the_runs_two_per_rank_as_one_process_trains_them(mnist_dir, tmp_path):
-    single, multi, proc = alone_and_under_torchrun(mnist_dir, tmp_path)
+def test_torchrun_spreads_the_runs_two_per_rank_and_each_rank_fuses_its_share(mnist_dir, tmp_path):
+    """The four-run sweep in one process, then under torchrun with 2 gloo processes and
+    --fuse 2: each rank takes two runs and trains them as one group, and every run ends as
+    it does in one process (split kernels: the same arithmetic at any K)."""
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    code, _, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, single)])
+    assert code == 0, err
+    proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES, ["--fuse", "2", "--kernels", "split"])[1:]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "runs spread over them" in proc.stdout
     one, two = by_name(single), by_name(multi)
     assert set(one) == set(two) == NAMES
@@ -113,13 +111,16 @@ def test_torchrun_spreads_the_runs_two_per_rank_as_one_process_trains_them(mnist
     assert ranks == [0, 0, 1, 1]
     for name in NAMES:
         assert two[name]["status"] == "completed" and two[name]["world_size"] == 1
-        assert two[name]["config"] == one[name]["config"]
+        assert results.same_config(two[name]["config"], one[name]["config"])  # --kernels aside
+        (partner,) = two[name]["fused_with"]  # each rank trained its two runs as one group
+        assert two[partner.split(" seed ")[0]]["trained_on"]["rank"] == two[name]["trained_on"]["rank"]
         assert torch.allclose(torch.tensor(two[name]["history"]["loss"], dtype=torch.float64),
                               torch.tensor(one[name]["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)
         assert two[name]["test_acc"] == pytest.approx(one[name]["test_acc"], abs=1e-9)
     assert proc.stdout.count("best by mean validation accuracy") == 1  # one rank writes the table
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_a_rank_killed_mid_sweep_loses_nothing_and_the_rerun_trains_only_what_is_missing(mnist_dir, tmp_path):
     wrapper = tmp_path / "die_on_rank1.py"
@@ -154,13 +155,3 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
     for fname, text in before.items():  # what was recorded was not trained again
         assert (records / fname).read_text() == text
     assert proc.stdout.count("already completed") == len(before)
-
-
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_torchrun_ranks_fuse_their_share(mnist_dir, tmp_path):
-    single, multi, proc = alone_and_under_torchrun(mnist_dir, tmp_path, ["--fuse", "2"])
-    one, two = by_name(single), by_name(multi)
-    for name in NAMES:
-        (partner,) = two[name]["fused_with"]  # each rank trained its two runs as one group
-        assert by_name(multi)[partner.split(" seed ")[0]]["trained_on"]["rank"] == two[name]["trained_on"]["rank"]
-        assert two[name]["history"]["loss"] == pytest.approx(one[name]["history"]["loss"], rel=LOSS_RTOL)

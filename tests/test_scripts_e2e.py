@@ -265,17 +265,17 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
 
     def flaky(config, split, num_classes, resume_path=None, desc="run"):
         if config["lr"] == 1e-3:
-            raise RuntimeError("simulated out of memory")
+            raise RuntimeError("simulated device failure")
         return real(config, split, num_classes, resume_path, desc)
 
     monkeypatch.setattr(train, "train_group", as_group(flaky))
     argv = ["--values", "1e-3", "1e-4", *tiny_argv(mnist_dir, tmp_path)]
     code, out, err = run_script("main_learning_rate", argv)
     assert code != 0
-    assert "simulated out of memory" in err and "failed runs: lr_0.001" in err
+    assert "simulated device failure" in err and "failed runs: lr_0.001" in err
     runs = {r["name"]: r for r in load_results(tmp_path, "learning_rate")["runs"]}
     assert runs["lr_0.001"]["status"] == "failed"
-    assert runs["lr_0.001"]["error"] == "RuntimeError: simulated out of memory"
+    assert runs["lr_0.001"]["error"] == "RuntimeError: simulated device failure"
     assert runs["lr_0.001"]["test_acc"] is None and runs["lr_0.001"]["history"]["loss"] == []
     assert runs["lr_0.0001"]["status"] == "completed" and len(runs["lr_0.0001"]["history"]["loss"]) == 1
     assert not os.path.exists(tmp_path / "models" / "learning_rate" / "lr_0.001.pt")
