@@ -437,7 +437,8 @@ def choose_fuse(spec, jobs: list, split, num_classes: int, base: dict, device, d
     candidates = fuse_candidates(len(jobs), free_memory(device) * 9 // 10 // run_bytes(base))
     if len(candidates) == 1:
         return 1, {"how": "auto: one run to train, or room for one" if len(jobs) > 1 else "auto: one run to train"}
-    searched = sum((TRIAL_WARMUP + TRIAL_STEPS) * k * base["batch_size"] for k in candidates)
+    # each candidate's steps, and for K > 1 about two steps' worth of timing the kernels' forms
+    searched = sum((TRIAL_WARMUP + TRIAL_STEPS + (2 if k > 1 else 0)) * k * base["batch_size"] for k in candidates)
     swept = sum(job.config["epochs"] - _resume_epoch(models_dir, job) for job in jobs) * len(split.train.indices)
     if searched > SEARCH_SHARE * swept:
         logs.info(f"--fuse auto: timing K = {', '.join(map(str, candidates))} would cost {100 * searched / swept:.0f}% "
@@ -497,7 +498,6 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
     """Train jobs as one fused group (those that no other process holds or has finished
     since the sweep began) and record each run as soon as it finishes. Returns each job's
     status, or "skipped"."""
-    import torch
     import torch.distributed as dist
     import checkpoints
     import train

@@ -103,12 +103,12 @@ MUTANTS = {
                                   'return bool(run) and run["status"] in STATUSES',
                                   UP + "test_a_run_failing_after_a_checkpoint_resumes_on_rerun"),
     "nan-in-json": ("results.py", "if isinstance(value, float) and not math.isfinite(value):",
-                    "if False:", "tests/test_scripts_e2e.py::test_divergence_is_recorded_and_the_sweep_goes_on"),
+                    "if False:", PI + "test_results_files_are_standard_json_with_nan_and_infinity_as_null"),
     "records-lose-to-summary": ("results.py",
                                 'by_key.update({(r["name"], r["seed"]): r for r in read_records(out, experiment)})',
                                 'by_key = {**{(r["name"], r["seed"]): r for r in read_records(out, experiment)}, '
                                 '**by_key}',
-                                "tests/test_scripts_e2e.py::test_rerun_skips_completed_runs_and_fresh_retrains"),
+                                PI + "test_a_runs_own_record_wins_over_an_older_merged_results_file"),
     # -- storage.py -------------------------------------------------------------------------
     "no-fsync": ("storage.py", "os.fsync(f.fileno())", "pass",
                  PI + "test_a_file_is_on_disk_before_it_replaces_the_previous_one"),
@@ -205,6 +205,8 @@ BEFORE = {
     "seed-plus-epoch": "tests/test_transforms.py",
     "last-batch-full-size": "tests/test_train.py tests/test_transforms.py",
     "best-on-test": "tests/test_stats.py",
+    "nan-in-json": "tests/test_scripts_e2e.py::test_divergence_is_recorded_and_the_sweep_goes_on",
+    "records-lose-to-summary": "tests/test_scripts_e2e.py::test_rerun_skips_completed_runs_and_fresh_retrains",
     "diverged-runs-in-summary": "tests/test_stats.py",
     "unpaired-comparison": "tests/test_stats.py",
 }

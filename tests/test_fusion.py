@@ -5,7 +5,6 @@ exactly with any K, and every run's checkpoint is a plain AlexNet."""
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch

@@ -357,3 +357,34 @@ def test_a_checkpoint_holding_code_is_refused(tmp_path):
     torch.save({"model": _Code()}, path)
     with pytest.raises(checkpoints.CheckpointError, match="evil.pt"):
         checkpoints.load(str(path))
+
+
+# -- results files ------------------------------------------------------------------------
+
+def test_results_files_are_standard_json_with_nan_and_infinity_as_null(tmp_path):
+    """A loss of NaN or infinity (a diverging epoch, a timing divided by zero) is written as
+    null: Python's json would write NaN, which JSON readers elsewhere refuse."""
+    import json
+    run = {"name": "a", "params": {}, "seed": 0, "status": "diverged", "config": {}, "test_acc": None,
+           "best_val_acc": 0.5, "history": {"loss": [2.0, float("nan")], "train_acc": [0.5, float("inf")],
+                                            "val_acc": [0.5, None]}}
+    path = results.write_record(str(tmp_path), "x", run)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not standard JSON")
+
+    saved = json.loads(open(path).read(), parse_constant=refuse)
+    assert saved["history"] == {"loss": [2.0, None], "train_acc": [0.5, None], "val_acc": [0.5, None]}
+
+
+def test_a_runs_own_record_wins_over_an_older_merged_results_file(tmp_path):
+    """results/<experiment>.json is derived; each run's record is the truth: a run recorded
+    again (retrained, or finished by another process) replaces what the merged file says."""
+    old = run("a", 0, 0.5, 0.1)
+    new = run("a", 0, 0.6, 0.2)
+    results.write_record(str(tmp_path), "x", old)
+    results.write_results(str(tmp_path), "x")
+    results.write_record(str(tmp_path), "x", new)
+    (read,) = results.read_results(str(tmp_path), "x")["runs"]
+    assert read["test_acc"] == 0.2
+    assert results.write_results(str(tmp_path), "x")["runs"][0]["test_acc"] == 0.2
