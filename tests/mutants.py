@@ -5,6 +5,7 @@ the tests named beside it must then fail (the test command shows they pass witho
     .venv/bin/python tests/mutants.py              # every mutant: the score, then each missed one
     .venv/bin/python tests/mutants.py eval-mode    # the named ones
     .venv/bin/python tests/mutants.py --before     # against the tests that existed before issue 20's
+                                                   # (issue 16's mutants, of code that is new, left out)
 
 Each mutant names the tests written to catch it; --before runs it against BEFORE's tests
 instead (the tests of the suite at 3d6a508 that were meant to cover that code), which is
@@ -25,6 +26,7 @@ UP = "tests/test_user_promises.py::"
 FU = "tests/test_fusion.py::"
 PI = "tests/test_pinned.py::"
 TR = "tests/test_train.py::"
+GP = "tests/test_gpu_paths.py::"
 
 # name: (file, the right line(s), the bug, the tests that must fail)
 MUTANTS = {
@@ -137,8 +139,7 @@ MUTANTS = {
     "groups-over-k": ("sweep.py", "n = -(-len(bucket) // k)", "n = max(1, len(bucket) // k)",
                       PI + "test_fused_groups_are_never_larger_than_k_and_even"),
     "rerun-retrains-finished": ("sweep.py", "if finished(old, job.config) and not args.fresh:",
-                                "if False:",
-                                "tests/test_scripts_e2e.py::test_rerun_skips_completed_runs_and_fresh_retrains"),
+                                "if False:", PI + "test_finished_runs_are_left_out_before_the_groups_are_made"),
     # -- checkpoints.py ---------------------------------------------------------------------
     "best-overwrites-last": ("checkpoints.py", 'f"{stem}.best.pt"', 'f"{stem}.pt"',
                              "tests/test_evaluate.py::test_the_best_validation_epoch_is_kept_beside_the_last"),
@@ -147,8 +148,7 @@ MUTANTS = {
                     PI + "test_a_checkpoint_holding_code_is_refused"),
     "checkpoint-test-acc-is-val": ("checkpoints.py", '"test_acc": record["test_acc"], "best_val_acc"',
                                    '"test_acc": record["best_val_acc"], "best_val_acc"',
-                                   "tests/test_evaluate.py::"
-                                   "test_evaluate_reproduces_the_recorded_accuracy_with_class_names"),
+                                   PI + "test_test_acc_at_best_is_the_best_epochs_when_it_comes_before_the_last"),
     # -- evaluate.py ------------------------------------------------------------------------
     "confusion-transposed": ("evaluate.py", "index_put_((labels, predicted)", "index_put_((predicted, labels)",
                              PI + "test_confusion_rows_are_the_true_class_and_per_class_is_recall"),
@@ -178,7 +178,31 @@ MUTANTS = {
     "unpaired-comparison": ("stats.py", "shared = sorted(set(mine) & set(best_tests))",
                             "shared = sorted(set(mine) & set(best_tests))[1:] or sorted(set(mine) & set(best_tests))",
                             PI + "test_the_best_setting_is_chosen_on_validation_never_on_test"),
+    # -- issue 16's features (no --before: the code they mutate is new) ----------------------
+    "bf16-on-a-t4": ("train.py", 'return "bf16" if tuple(capability) >= (8, 0)', 'return "bf16" if tuple(capability) >= (7, 0)',
+                     GP + "test_precision_by_cuda_capability"),
+    "one-scaler-for-all": ("train.py",
+                           "self.scalers = [torch.amp.GradScaler(device.type, enabled=self.fp16) for _ in configs]",
+                           "self.scalers = [torch.amp.GradScaler(device.type, enabled=self.fp16)] * len(configs)",
+                           GP + "test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged"),
+    "overflow-never-diverges": ("train.py", "overflowing = group.overflowing() - leaving", "overflowing = set()",
+                                GP + "test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged"),
+    "split-is-grouped": ("fused.py", 'if self.k == 1 or (form or self.kernels[name]) == "grouped":',
+                         "if True:", GP + "test_split_kernels_make_each_fused_run_its_run_alone_exactly"),
+    "slower-kernel-kept": ("fused.py", "return {name: min(FORMS, key=lambda form:",
+                           "return {name: max(FORMS, key=lambda form:", GP + "test_kernels_are_chosen_by_the_timings"),
+    "out-of-memory-fails-the-group": ("sweep.py", "                if train.out_of_memory(err):",
+                                      "                if False:",
+                                      GP + "test_out_of_memory_splits_the_group_and_every_run_completes"),
+    "slowest-k": ("sweep.py", "best = max(timed, key=lambda k: (timed[k], -k))",
+                  "best = min(timed, key=lambda k: (timed[k], -k))",
+                  GP + "test_pick_fuse_takes_the_fastest_k_by_a_clear_margin"),
+    "search-goes-on-after-oom": ("sweep.py", "            table[k] = None\n            train.release_memory()\n            break",
+                                 "            table[k] = None\n            train.release_memory()\n            continue",
+                                 GP + "test_the_search_stops_at_the_first_k_out_of_memory"),
 }
+NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
+       "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom")
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {
@@ -205,6 +229,9 @@ BEFORE = {
     "seed-plus-epoch": "tests/test_transforms.py",
     "last-batch-full-size": "tests/test_train.py tests/test_transforms.py",
     "best-on-test": "tests/test_stats.py",
+    "checkpoint-test-acc-is-val": "tests/test_evaluate.py::"
+                                  "test_evaluate_reproduces_the_recorded_accuracy_with_class_names",
+    "rerun-retrains-finished": "tests/test_scripts_e2e.py::test_rerun_skips_completed_runs_and_fresh_retrains",
     "nan-in-json": "tests/test_scripts_e2e.py::test_divergence_is_recorded_and_the_sweep_goes_on",
     "records-lose-to-summary": "tests/test_scripts_e2e.py::test_rerun_skips_completed_runs_and_fresh_retrains",
     "diverged-runs-in-summary": "tests/test_stats.py",
@@ -254,7 +281,7 @@ def caught(name: str, before: bool = False) -> bool:
 
 def main(argv) -> int:
     before = "--before" in argv
-    names = [a for a in argv if a != "--before"] or list(MUTANTS)
+    names = [a for a in argv if a != "--before"] or [n for n in MUTANTS if not (before and n in NEW)]
     unknown = [n for n in names if n not in MUTANTS]
     if unknown:
         raise SystemExit(f"unknown mutant(s): {', '.join(unknown)}")

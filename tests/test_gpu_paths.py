@@ -194,13 +194,14 @@ def oom_in_group_of(monkeypatch, size, at_epoch, always=False):
     return raised
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_the_group_and_every_run_completes(mnist_dir, tmp_path, monkeypatch):
-    values = ["--values", "1e-4", "2e-4", "5e-4", "1e-3", "--fuse", "4", "--kernels", "split"]
-    code, _, err = run_script("main_learning_rate", [*values, *tiny_argv(mnist_dir, tmp_path / "whole", epochs=2)])
+    values = ["--values", "1e-4", "2e-4", "5e-4", "1e-3", "--fuse", "4", "--kernels", "split", "--train-size", "16"]
+    code, _, err = run_script("main_learning_rate", [*tiny_argv(mnist_dir, tmp_path / "whole", epochs=2), *values])
     assert code == 0, err
     reference = {r["name"]: r for r in load_results(tmp_path / "whole", "learning_rate")["runs"]}
     raised = oom_in_group_of(monkeypatch, 4, at_epoch=1)
-    code, out, err = run_script("main_learning_rate", [*values, *tiny_argv(mnist_dir, tmp_path / "oom", epochs=2)])
+    code, out, err = run_script("main_learning_rate", [*tiny_argv(mnist_dir, tmp_path / "oom", epochs=2), *values])
     assert code == 0, err
     assert raised and "out of memory with 4 runs fused" in out and "going on as 2 + 2" in out
     runs = {r["name"]: r for r in load_results(tmp_path / "oom", "learning_rate")["runs"]}
@@ -271,6 +272,7 @@ def test_a_trial_measures_real_training_steps(tiny_split):
 
 # -- the GPU check, at a tiny size on the CPU ---------------------------------------------
 
+@pytest.mark.slow
 def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
     import gpu_check
     write_mnist_like(tmp_path / "fmnist", n_train=400, n_test=40)

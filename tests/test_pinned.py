@@ -388,3 +388,16 @@ def test_a_runs_own_record_wins_over_an_older_merged_results_file(tmp_path):
     (read,) = results.read_results(str(tmp_path), "x")["runs"]
     assert read["test_acc"] == 0.2
     assert results.write_results(str(tmp_path), "x")["runs"][0]["test_acc"] == 0.2
+
+
+def test_finished_runs_are_left_out_before_the_groups_are_made(mnist_dir, tmp_path):
+    """A rerun plans only what is missing: the runs on either side of a finished one are fused
+    together, not each left alone in a group with it."""
+    code, _, err = run_script("main_learning_rate", ["--values", "3e-4", *tiny_argv(mnist_dir, tmp_path)])
+    assert code == 0, err
+    code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "3e-4", "1e-3", "--fuse", "2",
+                                                       "--kernels", "split", *tiny_argv(mnist_dir, tmp_path)])
+    assert code == 0, err
+    assert "lr_0.0003: already completed" in out and "fused: 2 runs at once" in out
+    runs = {r["name"]: r for r in load_results(tmp_path, "learning_rate")["runs"]}
+    assert runs["lr_0.0001"]["fused_with"] == ["lr_0.001 seed 0"] and runs["lr_0.0003"]["fused_with"] == []
