@@ -59,7 +59,14 @@ class FusedAlexNet(nn.Module):
         self.generators = generators
         self.kernels = {name: "grouped" for name in LAYERS}  # each layer's form (see choose_kernels)
         self._trace = None  # a dict while trace_inputs records each layer's input
+        # each member's own leaf tensors over its rows of the fused weights (train.Group sets them):
+        # with every layer split, the backward writes each member's gradients straight into them
+        self.member_params = None
 
+    @property
+    def apart(self) -> bool:
+        """Every layer split: the members run one after another, each on its own weights."""
+        return self.k > 1 and all(form == "split" for form in self.kernels.values())
     # -- members' views -----------------------------------------------------
 
     def member_tensors(self, k: int, grads: bool = False) -> dict:
@@ -89,19 +96,22 @@ class FusedAlexNet(nn.Module):
         parts = x.chunk(self.k, dim)
         return torch.cat([act(part) for act, part in zip(self.activations, parts)], dim)
 
+    def _scale(self, k: int, part: torch.Tensor) -> torch.Tensor | None:
+        """Member k's inverted-dropout factors for its part of the input to a linear layer
+        (B x F), from its own generator; None where nothing is dropped (eval mode, p = 0)."""
+        p = self.dropouts[k]
+        if not self.training or p == 0:
+            return None
+        # drawn in a fixed (contiguous) order, whatever the layout of x: the same masks for any K
+        mask = torch.empty(part.shape, dtype=part.dtype, device=part.device)
+        return mask.bernoulli_(1 - p, generator=self.generators[k]).div_(1 - p)
+
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout per member on K x B x F, masks from each member's own generator."""
-        if not self.training or not any(self.dropouts):
+        """Inverted dropout per member on K x B x F."""
+        scales = [self._scale(k, part) for k, part in enumerate(x)]
+        if all(scale is None for scale in scales):
             return x
-        scale = []
-        for p, g, part in zip(self.dropouts, self.generators, x):
-            if p > 0:
-                # drawn in a fixed (contiguous) order, whatever the layout of x: the same masks for any K
-                mask = torch.empty(part.shape, dtype=part.dtype, device=part.device)
-                scale.append(mask.bernoulli_(1 - p, generator=g).div_(1 - p))
-            else:
-                scale.append(torch.ones_like(part))
-        return x * torch.stack(scale)
+        return x * torch.stack([torch.ones_like(part) if scale is None else scale for scale, part in zip(scales, x)])
 
     def conv(self, name: str, x: torch.Tensor, form: str | None = None) -> torch.Tensor:
         """Layer name (a convolution) on B x (K*C) x H x W, in its form or the one given."""
@@ -129,6 +139,8 @@ class FusedAlexNet(nn.Module):
         return torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, x.transpose(1, 2)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.apart:
+            return self._apart(x)
         for name in CONVS:
             x = self._act(self.conv(name, x), 1)
             if name in POOLED:
@@ -141,17 +153,50 @@ class FusedAlexNet(nn.Module):
                 x = self._act(x, 0)
         return x
 
+    def _apart(self, x: torch.Tensor) -> torch.Tensor:
+        """Every layer split: each member's whole forward pass on its own input, operation for
+        operation AlexNet's (as K runs one at a time, with nothing of the others in between), on
+        its own leaf tensors where train.Group made them (no gradient then passes through the
+        fused weights), else on views of the fused weights."""
+        views = {}
+        for name in LAYERS:
+            if self.member_params is not None:
+                views[name] = ([m[f"{name}.weight"] for m in self.member_params],
+                               [m[f"{name}.bias"] for m in self.member_params])
+                continue
+            layer = getattr(self, name)
+            split = (lambda t: t.chunk(self.k)) if name in CONVS else (lambda t: t.unbind(0))
+            views[name] = (split(layer.weight), split(layer.bias))
+        outputs = []
+        for k, h in enumerate(x.chunk(self.k, 1)):
+            h = h.contiguous(memory_format=_format_of(x))
+            act = self.activations[k]
+            for name in CONVS:
+                (stride, padding), (w, b) = self.conv_shapes[name], views[name]
+                h = act(F.conv2d(h, w[k], b[k], stride, padding))
+                if name in POOLED:
+                    h = F.max_pool2d(h, 3, 2)
+            h = torch.flatten(h, 1)
+            for name in FCS:
+                scale, (w, b) = self._scale(k, h), views[name]
+                h = F.linear(h if scale is None else h * scale, w[k], b[k])
+                if name != "fc3":
+                    h = act(h)
+            outputs.append(h)
+        return torch.stack(outputs)
+
     def trace_inputs(self, x: torch.Tensor) -> dict:
         """Each layer's input for input x, by name (one forward pass without gradients, in eval
         mode: no dropout mask is drawn, so the members' dropout streams stay where they were)."""
-        self._trace, was_training = {}, self.training
+        self._trace, was_training, kernels = {}, self.training, self.kernels
         try:
             self.eval()
+            self.kernels = {name: "grouped" for name in LAYERS}  # the layer-by-layer path, which records
             with torch.no_grad():
                 self(x)
             return self._trace
         finally:
-            self._trace = None
+            self._trace, self.kernels = None, kernels
             self.train(was_training)
 
     # -- the weight penalty -------------------------------------------------
@@ -159,6 +204,10 @@ class FusedAlexNet(nn.Module):
     def penalty(self, l1: torch.Tensor | None, l2: torch.Tensor | None) -> torch.Tensor:
         """Per member (K): L1_k * sum(|w|) + L2_k * sum(w^2) over its weights and biases
         (None: that term is zero for every member)."""
+        if self.apart and self.member_params is not None:  # on each member's own leaves, as K = 1 sums
+            return torch.cat([_member_penalty(list(m.values()), None if l1 is None else l1[k:k + 1],
+                                              None if l2 is None else l2[k:k + 1])
+                              for k, m in enumerate(self.member_params)])
         params = list(self.parameters())
         total = params[0].new_zeros(self.k, dtype=torch.float32)
         for p in params:
@@ -168,6 +217,18 @@ class FusedAlexNet(nn.Module):
             if l2 is not None:
                 total = total + l2 * rows.pow(2).sum(1)
         return total
+
+
+def _member_penalty(params: list, l1, l2) -> torch.Tensor:
+    """One member's penalty (a 1-element tensor) over its own tensors, summed as for K = 1."""
+    total = params[0].new_zeros(1, dtype=torch.float32)
+    for p in params:
+        rows = p.reshape(1, -1)
+        if l1 is not None:
+            total = total + l1 * rows.abs().sum(1)
+        if l2 is not None:
+            total = total + l2 * rows.pow(2).sum(1)
+    return total
 
 
 def fuse_inputs(parts: list) -> torch.Tensor:
@@ -212,10 +273,41 @@ def time_layer(model: FusedAlexNet, name: str, x: torch.Tensor, form: str, autoc
 _CHOSEN = {}  # (k, input shape, device, dtype of autocast, layout) -> (kernels, timings), per process
 
 
-def choose_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, key=None, timer=time_layer) -> tuple:
-    """Time both forms of every layer of model on the inputs x leads to, set the faster in
-    model.kernels, and return (kernels, {layer: {form: seconds}}). K = 1 has one form.
-    Measured once per key (the shapes, precision and layout) in a process."""
+def time_model(model: FusedAlexNet, x: torch.Tensor, kernels: dict, autocast, reps: int = 2) -> float:
+    """Seconds of one forward and backward of the whole model with kernels (the median of reps,
+    after one untimed call); the members' dropout generators are left as they were."""
+    device, saved = x.device, [g.get_state() if g is not None else None for g in model.generators]
+    previous, model.kernels = model.kernels, dict(kernels)
+    times = []
+    try:
+        for i in range(reps + 1):
+            _sync(device)
+            start = time.perf_counter()
+            with autocast():
+                out = model(x)
+            out.float().sum().backward()
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - start)
+    finally:
+        model.kernels = previous
+        model.zero_grad(set_to_none=True)
+        for member in model.member_params or []:
+            for t in member.values():
+                t.grad = None
+        for g, state in zip(model.generators, saved):
+            if g is not None:
+                g.set_state(state)
+    return sorted(times)[len(times) // 2]
+
+
+def choose_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, key=None, timer=time_layer,
+                   model_timer=time_model) -> tuple:
+    """Time both forms of every layer of model on the inputs x leads to and keep the faster
+    per layer; where that is not every layer split, time the whole model with that choice
+    against every layer split (the members one at a time) and keep the faster. Sets
+    model.kernels and returns (kernels, {layer: {form: seconds}, "whole model": ...}).
+    K = 1 has one form. Measured once per key (the shapes, precision and layout) in a process."""
     if model.k == 1:
         return dict(model.kernels), {}
     key = (model.k, tuple(x.shape), str(x.device), _format_of(x), key)
@@ -225,8 +317,15 @@ def choose_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, key=None, tim
         model.train()
         timings = {name: {form: timer(model, name, inputs[name], form, autocast) for form in FORMS}
                    for name in LAYERS}
+        kernels = pick_kernels(timings)
+        apart = {name: "split" for name in LAYERS}
+        if kernels != apart:  # the per-layer choice against the members one at a time, whole
+            whole = {"per layer": model_timer(model, x, kernels, autocast),
+                     "all split": model_timer(model, x, apart, autocast)}
+            timings["whole model"] = whole
+            kernels = kernels if whole["per layer"] < whole["all split"] else apart
         model.train(was_training)
-        _CHOSEN[key] = (pick_kernels(timings), timings)
+        _CHOSEN[key] = (kernels, timings)
     kernels, timings = _CHOSEN[key]
     model.kernels = dict(kernels)
     return dict(kernels), timings

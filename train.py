@@ -208,6 +208,8 @@ class Group:
         # member k's parameters: leaves sharing storage with its rows of the fused weights
         self.params = [[nn.Parameter(t.detach()) for t in self.model.member_tensors(k).values()]
                        for k in range(self.k)]
+        names = list(self.model.member_tensors(0))
+        self.model.member_params = [dict(zip(names, ps)) for ps in self.params]
         self.optimizers = [make_optimizer(c["optimizer"], p, c["lr"]) for c, p in zip(configs, self.params)]
         # fp16: a gradient scaler per member, so that one member's overflow skips and shrinks only its own step
         self.fp16 = configs[0]["precision"] == "fp16"
@@ -273,12 +275,17 @@ class Group:
                 losses = losses + penalty
                 objective = objective + penalty.detach() * y.shape[1]
             model.zero_grad(set_to_none=True)
+            apart = self.model.apart  # the members' own leaves receive their gradients directly
+            if apart:
+                for params in self.params:
+                    for p in params:
+                        p.grad = None
             if self.fp16:  # each member's loss scaled by its own scaler's scale
                 sum(scaler.scale(losses[i]) for i, scaler in enumerate(self.scalers)).backward()
             else:
                 losses.sum().backward()
-            for i in range(k):  # hand each member's optimizer the views of its gradients
-                for p, g in zip(self.params[i], model.member_tensors(i, grads=True).values()):
+            for i in range(k if not apart else 0):  # hand each member's optimizer the views of its gradients
+                for p, g in zip(self.params[i], self.model.member_tensors(i, grads=True).values()):
                     p.grad = g
             for optimizer, scaler in zip(self.optimizers, self.scalers):
                 scaler.step(optimizer)  # skips this member's step alone where its gradients overflowed

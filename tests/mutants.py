@@ -48,8 +48,7 @@ MUTANTS = {
     "failed-run-loses-resume": ("sweep.py", "    if state_dict is not None and os.path.exists(resume):",
                                 "    if os.path.exists(resume):",
                                 UP + "test_a_run_failing_after_a_checkpoint_resumes_on_rerun"),
-    "one-dropout-generator": ("fused.py", "for p, g, part in zip(self.dropouts, self.generators, x):",
-                              "for p, g, part in zip(self.dropouts, [self.generators[0]] * self.k, x):",
+    "one-dropout-generator": ("fused.py", "generator=self.generators[k]", "generator=self.generators[0]",
                               FU + "test_each_fused_run_is_the_run_trained_alone"),
     "one-learning-rate": ("train.py", 'make_optimizer(c["optimizer"], p, c["lr"])',
                           'make_optimizer(c["optimizer"], p, configs[0]["lr"])',
@@ -60,8 +59,8 @@ MUTANTS = {
                        "                total = total + l1[0] * rows.abs().sum(1)",
                        TR + "test_weight_penalty_is_each_runs_own_l1_l2_and_elastic_net_with_biases"),
     # -- fused.py ---------------------------------------------------------------------------
-    "dropout-scale-p": ("fused.py", ".div_(1 - p))", ".div_(p))", PI + "test_fused_dropout_scales_as_nn_dropout"),
-    "dropout-in-eval": ("fused.py", "if not self.training or not any(self.dropouts)", "if not any(self.dropouts)",
+    "dropout-scale-p": ("fused.py", ".div_(1 - p)\n", ".div_(p)\n", PI + "test_fused_dropout_scales_as_nn_dropout"),
+    "dropout-in-eval": ("fused.py", "if not self.training or p == 0:", "if p == 0:",
                         PI + "test_fused_dropout_scales_as_nn_dropout"),
     "fc-views-of-member-0": ("fused.py", "else t[k]", "else t[0]",
                              FU + "test_each_fused_run_is_the_run_trained_alone"),
@@ -188,7 +187,10 @@ MUTANTS = {
     "overflow-never-diverges": ("train.py", "overflowing = group.overflowing() - leaving", "overflowing = set()",
                                 GP + "test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged"),
     "split-is-grouped": ("fused.py", 'if self.k == 1 or (form or self.kernels[name]) == "grouped":',
-                         "if True:", GP + "test_split_kernels_make_each_fused_run_its_run_alone_exactly"),
+                         "if True:", GP + "test_grouped_and_split_forms_of_every_layer_agree"),
+    "apart-on-member-0": ("fused.py", "h = act(F.conv2d(h, w[k], b[k], stride, padding))",
+                          "h = act(F.conv2d(h, w[0], b[0], stride, padding))",
+                          GP + "test_split_kernels_make_each_fused_run_its_run_alone_exactly"),
     "slower-kernel-kept": ("fused.py", "return {name: min(FORMS, key=lambda form:",
                            "return {name: max(FORMS, key=lambda form:", GP + "test_kernels_are_chosen_by_the_timings"),
     "out-of-memory-fails-the-group": ("sweep.py", "                if train.out_of_memory(err):",
@@ -202,7 +204,7 @@ MUTANTS = {
                                  GP + "test_the_search_stops_at_the_first_k_out_of_memory"),
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
-       "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom")
+       "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0")
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fused
 import sweep
@@ -66,6 +67,11 @@ def test_grouped_and_split_forms_of_every_layer_agree():
             model.zero_grad(set_to_none=True)
         for a, b in zip(results["grouped"], results["split"]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * float(a.abs().max()), msg=name)
+        if name == "conv1":  # split is each member's plain convolution, exactly (grouped differs here)
+            layer, x = model.conv1, inputs["conv1"]
+            plain = torch.cat([F.conv2d(x[:, 3 * j:3 * j + 3].contiguous(), layer.weight[96 * j:96 * j + 96],
+                                        layer.bias[96 * j:96 * j + 96], 4, 0) for j in range(k)], 1)
+            assert torch.equal(results["split"][0], plain.detach())
 
 
 def test_split_kernels_make_each_fused_run_its_run_alone_exactly(tiny_split):
@@ -81,16 +87,23 @@ def test_split_kernels_make_each_fused_run_its_run_alone_exactly(tiny_split):
         assert f["kernels"]["kernels"] == {name: "split" for name in fused.LAYERS}
 
 
-def test_kernels_are_chosen_by_the_timings(tiny_split):
-    """auto keeps, per layer, the form an injected timing table says is faster."""
+def test_kernels_are_chosen_by_the_timings():
+    """auto keeps, per layer, the form an injected timing table says is faster, then keeps that
+    choice or every layer split, whichever the injected whole-model timing says is faster."""
     k = 2
     model = FusedAlexNet([AlexNet(10, image_size=67) for _ in range(k)], ["relu"] * k, [0.0] * k, [None] * k)
     faster = {name: "split" if i % 2 else "grouped" for i, name in enumerate(fused.LAYERS)}
     timer = lambda model, name, x, form, autocast: 1.0 if form == faster[name] else 2.0
-    kernels, timings = fused.choose_kernels(model, torch.randn(2, 3 * k, 67, 67), lambda: train.autocast(
-        torch.device("cpu"), "fp32"), key="injected-table", timer=timer)
-    assert kernels == faster == model.kernels
+    x = torch.randn(2, 3 * k, 67, 67)
+    autocast = lambda: train.autocast(torch.device("cpu"), "fp32")
+    kernels, timings = fused.choose_kernels(model, x, autocast, key="table-1", timer=timer,
+                                            model_timer=lambda m, x, kernels, a: 1.0 if kernels == faster else 2.0)
+    assert kernels == faster == model.kernels and not model.apart
     assert timings["conv1"] == {"grouped": 1.0, "split": 2.0}
+    assert timings["whole model"] == {"per layer": 1.0, "all split": 2.0}
+    kernels, _ = fused.choose_kernels(model, x, autocast, key="table-2", timer=timer,
+                                      model_timer=lambda m, x, kernels, a: 2.0 if kernels == faster else 1.0)
+    assert kernels == {name: "split" for name in fused.LAYERS} and model.apart
     assert fused.pick_kernels({"fc1": {"grouped": 3.0, "split": 3.0}}) == {"fc1": "grouped"}
 
 
