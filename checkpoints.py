@@ -4,8 +4,11 @@ weights_only, and the RNG states a resume needs.
 models/<experiment>/<run>.pt, a finished run's last weights:
     {"model": AlexNet state_dict, "config", "history", "test_acc", "best_val_acc",
      "status", "experiment", "name", "num_classes", "classes"}
+    and "epoch" (the epochs it trained)
 models/<experiment>/<run>.best.pt, the same run's weights at its best validation
-    epoch, in the same schema, with "epoch" and "test_acc" of those weights
+    epoch, in the same schema, with "epoch" and "test_acc" of those weights; where the
+    best epoch is the last, the two files are one (a hard link), not two copies
+(--save keeps both, the last, the best or neither; each run's record lists its files)
 models/<experiment>/<run>.resume.pt, an unfinished run after its last saved epoch:
     {"model", "optimizer", "scaler", "epoch", "history", "rng", "config", "best"}
     ("best": the best validation epoch so far, its weights unless they are "model")
@@ -37,6 +40,62 @@ def best_path(models_dir: str, stem: str) -> str:
 
 def resume_path(models_dir: str, stem: str) -> str:
     return os.path.join(models_dir, f"{stem}.resume.pt")
+
+
+def link_or_copy(source: str, path: str) -> None:
+    """path becomes the same file as source (a hard link, replacing path atomically): no
+    second copy on disk. Where the filesystem has no hard links, a copy, written atomically."""
+    import shutil
+    from storage import WriteError, describe, ensure_folder, temporary_name
+    ensure_folder(os.path.dirname(path) or ".")
+    tmp = temporary_name(path)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        atomic_write(path, lambda f: shutil.copyfileobj(open(source, "rb"), f))
+        return
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        os.remove(tmp)
+        raise WriteError(f"could not write {path} ({describe(err)}); the previous file, if any, is unchanged") from None
+
+
+# ---------------------------------------------------------------------------
+# Sizes, for the disk check before a sweep
+
+OVERHEAD_BYTES = 256 * 1024  # a checkpoint's pickled config, history, names and zip headers, at most
+
+
+def parameter_count(image_size: int, num_classes: int) -> int:
+    """AlexNet's parameters at this input size (counted on the meta device: no memory)."""
+    from alexnet import AlexNet
+    with torch.device("meta"):
+        return sum(p.numel() for p in AlexNet(num_classes, image_size=image_size).parameters())
+
+
+def optimizer_state_tensors(name: str) -> int:
+    """How many tensors of a parameter's size the optimizer keeps per parameter (Adam: 2),
+    found by taking one step on a small parameter, not from a table."""
+    import train
+    param = torch.nn.Parameter(torch.ones(64))
+    param.grad = torch.ones(64)
+    optimizer = train.make_optimizer(name, [param], 1e-3)
+    optimizer.step()
+    return sum(1 for t in optimizer.state[param].values() if torch.is_tensor(t) and t.numel() == 64)
+
+
+def final_bytes(config: dict, num_classes: int) -> int:
+    """Size of one finished run's checkpoint file (<run>.pt or <run>.best.pt)."""
+    return 4 * parameter_count(config["image_size"], num_classes) + OVERHEAD_BYTES
+
+
+def resume_bytes(config: dict, num_classes: int, with_best: bool = False) -> int:
+    """Size of a run's resume file: its weights and optimizer state in fp32, and where its best
+    epoch came before the saved one, those weights too."""
+    params = parameter_count(config["image_size"], num_classes)
+    copies = 1 + optimizer_state_tensors(config["optimizer"]) + (1 if with_best else 0)
+    return 4 * params * copies + OVERHEAD_BYTES
 
 
 def save(state: dict, path: str) -> None:

@@ -41,6 +41,8 @@ def load_model(path: str):
     """(plain AlexNet in eval mode on the CPU, the checkpoint) from one of this repository's
     checkpoints; InputError otherwise."""
     from alexnet import AlexNet
+    if not os.path.exists(path):
+        raise InputError(missing_checkpoint(path))
     try:
         ckpt = checkpoints.load(path)
     except checkpoints.CheckpointError as err:
@@ -58,6 +60,19 @@ def load_model(path: str):
         raise InputError(f"{path} does not hold an AlexNet this repository can build "
                          f"({str(err).splitlines()[0][:120]})") from None
     return model.eval(), ckpt
+
+
+def missing_checkpoint(path: str) -> str:
+    """One sentence for a checkpoint that is not there, naming what --save kept instead."""
+    best = path.endswith(".best.pt")
+    other = path[:-len(".best.pt")] + ".pt" if best else path[:-len(".pt")] + ".best.pt" if path.endswith(".pt") \
+        else None
+    if other and os.path.exists(other):
+        kept = "last epoch's" if best else "best validation epoch's"
+        return (f"{path} does not exist: this run kept only its {kept} weights (--save "
+                f"{'last' if best else 'best'}); evaluate {other}")
+    return (f"{path} does not exist (a run trained with --save none keeps no weights; its record is in "
+            f"results/ and its plots in images/)")
 
 
 def prepare(path: str, device_name: str | None, precision: str | None) -> tuple:

@@ -72,7 +72,10 @@ def evaluate_saved(args) -> int:
     names = args.values or VALUES
     first = args.seed if args.seed is not None else 0
     stems = [n if args.seeds == 1 else f"{n}_seed{first + k}" for n in names for k in range(args.seeds)]
-    paths = [os.path.join(args.out, "models", EXPERIMENT, f"{stem}.pt") for stem in stems]
+    paths = []
+    for stem in stems:  # the last epoch's weights, or the best epoch's where only those were kept (--save best)
+        last, best = (os.path.join(args.out, "models", EXPERIMENT, f"{stem}{end}") for end in (".pt", ".best.pt"))
+        paths.append(best if not os.path.exists(last) and os.path.exists(best) else last)
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         logs.problem(f"error: {missing[0]} does not exist: that model is not trained yet; run "

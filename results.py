@@ -156,7 +156,7 @@ def read_results(out: str, experiment: str, order: list | None = None) -> dict:
 
 
 # settings that change when files are written, or which kernels compute the same arithmetic, not what a run computes
-NEUTRAL_KEYS = ("checkpoint_every", "checkpoint_seconds", "kernels")
+NEUTRAL_KEYS = ("checkpoint_every", "checkpoint_seconds", "kernels", "save")
 
 
 def same_config(a, b) -> bool:

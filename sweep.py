@@ -19,7 +19,7 @@ storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one
 from data import DATASETS, REGIMES  # noqa: E402
 from results import (ResultsError, finished, fmt, read_results, results_path, same_config,  # noqa: E402,F401
                      table, write_record, write_results)  # fmt: the scripts use sweep.fmt
-from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, TRAIN_ACC_MODES  # noqa: E402
+from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
@@ -135,6 +135,12 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                    help="fused layers as one grouped convolution / batched matmul, as K plain ones (split: each "
                         "run's own arithmetic exactly), or auto: the faster per layer, timed on the sweep's "
                         f"shapes {d('kernels')}")
+    p.add_argument("--save", choices=SAVE_CHOICES,
+                   help="what each finished run keeps in models/: both (the last epoch's weights and the best "
+                        "validation epoch's, one file under both names where they are the same epoch), last, "
+                        f"best, or none (its record and plots only) {d('save')}")
+    p.add_argument("--no-disk-check", action="store_true",
+                   help="train even where --out's free space looks too small for the sweep's checkpoints")
     p.add_argument("--out", default=ROOT,
                    help="root for models/, images/ and results/ (default: the repository root)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are already complete")
@@ -198,6 +204,11 @@ def plan(sweep: list, base: dict, seeds: int) -> list:
             jobs.append(Job(name, params, config, name if seeds == 1 else f"{name}_seed{config['seed']}",
                             name if seeds == 1 else f"{name} seed {config['seed']}"))
     return jobs
+
+
+def my_shard(jobs: list, shard) -> list:
+    """The I-th of N shares of jobs (--shard I/N): every N-th, from the I-th; all where shard is None."""
+    return jobs if not shard else jobs[shard[0] - 1::shard[1]]
 
 
 def assign(jobs: list, world: int, cost) -> list:
@@ -288,6 +299,10 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     logs.configure(quiet=rank != 0, prefix=f"[rank {rank}] " if world > 1 else "")
+    problem = check_disk(experiment, sweep, base, args)
+    if problem:
+        logs.problem(f"error: {problem}")
+        return 1
     try:
         dataset = data.load_dataset(base["dataset"], base["data_dir"], base["image_size"])
         train_idx, val_idx = data.split_indices(len(dataset.train_labels), base["regime"],
@@ -323,9 +338,7 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
               f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}{how}")
 
     order = [name for name, _ in sweep]
-    jobs = plan(sweep, base, args.seeds)
-    if args.shard:
-        jobs = jobs[args.shard[0] - 1::args.shard[1]]
+    jobs = my_shard(plan(sweep, base, args.seeds), args.shard)
     models_dir = os.path.join(args.out, "models", experiment)
     recorded = {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
     pending = []
@@ -359,6 +372,56 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     if rank != 0:
         return 1 if failed else 0
     return finish(experiment, args, jobs, order, models_dir, failed)
+
+
+KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion-mnist": 10}  # imagefolder: counted as 10
+
+
+def size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
+    """What this sweep will write under --out/models, from the model's real parameter count and
+    its optimizers' real state (checkpoints.py): {"pending", "file", "files", "resume", "k",
+    "low", "high", "folder"}; None when nothing is left to train."""
+    import checkpoints
+    jobs = my_shard(plan(sweep, base, args.seeds), args.shard)
+    recorded = {} if args.fresh else {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
+    pending = [job for job in jobs if not finished(recorded.get((job.name, job.config["seed"])), job.config)]
+    if not pending:
+        return None
+    classes = KNOWN_CLASSES.get(base["dataset"], 10)
+    files = {"both": 2, "last": 1, "best": 1, "none": 0}[base["save"]]
+    k = min(len(pending), MAX_AUTO_FUSE if args.fuse == "auto" else args.fuse)
+    resume = max(checkpoints.resume_bytes(job.config, classes, with_best=True) for job in pending)
+    file = checkpoints.final_bytes(base, classes)
+    return {"pending": len(pending), "file": file, "files": files, "resume": resume, "k": k,
+            "low": len(pending) * min(files, 1) * file + resume,  # best = last everywhere; one resume file
+            "high": len(pending) * files * file + k * resume, "folder": os.path.join(args.out, "models", experiment)}
+
+
+def check_disk(experiment: str, sweep: list, base: dict, args) -> str | None:
+    """Print what the sweep will write beside the free space of --out's filesystem; return one
+    sentence where even the least it can write does not fit (unless --no-disk-check)."""
+    import shutil
+    needs = disk_needs(experiment, sweep, base, args)
+    if needs is None:
+        return None
+    existing = os.path.abspath(needs["folder"])
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    both = " (one file where the best epoch is the last)" if needs["files"] == 2 else ""
+    logs.info(f"disk: this sweep writes up to {size(needs['high'])} in {needs['folder']}: {needs['pending']} run(s) "
+              f"x {needs['files']} checkpoint file(s) of {size(needs['file'])} (--save {base['save']}){both}, and "
+              f"up to {needs['k']} resume file(s) of up to {size(needs['resume'])} alive at once; "
+              f"{size(free)} free there")
+    if needs["low"] > free and not args.no_disk_check:
+        return (f"{existing} has {size(free)} free, and this sweep needs at least {size(needs['low'])} there "
+                f"({size(needs['high'])} at most); free some space, choose another --out, keep less with --save, "
+                f"or pass --no-disk-check to train anyway")
+    return None
 
 
 MAX_AUTO_FUSE = 16
@@ -598,18 +661,34 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
 
 
 def record_run(experiment, record, state_dict, best_state, dataset, out, models_dir, stem, order) -> None:
-    """Final checkpoints first (the last epoch's weights, and the best validation epoch's),
-    then the run's record, then the merged results; a failed run (state_dict None) keeps
-    its resume file, so that the rerun resumes."""
+    """Final checkpoints first (what --save keeps: the last epoch's weights, the best
+    validation epoch's, both, or none; where the best epoch is the last, one file under both
+    names), then the run's record, listing them, then the merged results; a failed run
+    (state_dict None) keeps its resume file, so that the rerun resumes."""
     import checkpoints
+    save = record["config"].get("save", "both")
+    last_path, best_path = checkpoints.final_path(models_dir, stem), checkpoints.best_path(models_dir, stem)
+    best_is_last = record.get("best_epoch") is not None and record["best_epoch"] == record.get("epochs_completed")
+    kept = {"last": None, "best": None, "best_is_last": best_is_last}
+    if state_dict is not None and save in ("both", "last"):
+        checkpoints.save({**checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
+                                                    dataset.classes), "epoch": record.get("epochs_completed")},
+                         last_path)
+        kept["last"] = os.path.basename(last_path)
+    if best_state is not None and save in ("both", "best"):
+        if kept["last"] and best_is_last:  # the same weights, epoch and test accuracy: one file, two names
+            checkpoints.link_or_copy(last_path, best_path)
+        else:
+            best = {**record, "test_acc": record.get("test_acc_at_best")}
+            checkpoints.save({**checkpoints.final_state(best_state, best, experiment, dataset.num_classes,
+                                                        dataset.classes), "epoch": record["best_epoch"]},
+                             best_path)
+        kept["best"] = os.path.basename(best_path)
     if state_dict is not None:
-        checkpoints.save(checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
-                                                 dataset.classes), checkpoints.final_path(models_dir, stem))
-    if best_state is not None:
-        best = {**record, "test_acc": record.get("test_acc_at_best")}
-        checkpoints.save({**checkpoints.final_state(best_state, best, experiment, dataset.num_classes,
-                                                    dataset.classes), "epoch": record["best_epoch"]},
-                         checkpoints.best_path(models_dir, stem))
+        for name, path in (("last", last_path), ("best", best_path)):
+            if kept[name] is None and os.path.exists(path):  # an earlier training's, no longer this run's
+                os.remove(path)
+        record["checkpoints"] = kept
     write_record(out, experiment, record)
     write_results(out, experiment, order)
     resume = checkpoints.resume_path(models_dir, stem)

@@ -52,6 +52,7 @@ DEFAULTS = dict(
     checkpoint_every=1,
     checkpoint_seconds=60.0,  # at least this long between resume checkpoints: bounds their cost on fast GPUs
     kernels="auto",        # fused layers' form: "auto" (timed per layer), "grouped" or "split" (fused.py)
+    save="both",           # what a finished run keeps: "last" epoch's weights, "best" validation epoch's, both, none
 )
 # what may differ between the runs of one fused group; every other setting they share
 MEMBER_KEYS = ("optimizer", "lr", "l1", "l2", "activation", "dropout", "seed")
@@ -69,6 +70,7 @@ OPTIMIZERS = {
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 KERNELS = ("auto", "grouped", "split")
+SAVE_CHOICES = ("both", "last", "best", "none")
 MIN_LOSS_SCALE = 1.0  # fp16: a run whose gradients overflow even at a loss scale below this has diverged
 TRAIN_ACC_MODES = ("epoch", "eval")
 # per-epoch timings kept in each run's record, so every speed claim can be checked from results files

@@ -27,6 +27,7 @@ FU = "tests/test_fusion.py::"
 PI = "tests/test_pinned.py::"
 TR = "tests/test_train.py::"
 GP = "tests/test_gpu_paths.py::"
+DI = "tests/test_disk.py::"
 
 # name: (file, the right line(s), the bug, the tests that must fail)
 MUTANTS = {
@@ -64,7 +65,8 @@ MUTANTS = {
                         PI + "test_fused_dropout_scales_as_nn_dropout"),
     "fc-views-of-member-0": ("fused.py", "else t[k]", "else t[0]",
                              FU + "test_each_fused_run_is_the_run_trained_alone"),
-    "l2-as-l1": ("fused.py", "rows.pow(2).sum(1)", "rows.abs().sum(1)",
+    "l2-as-l1": ("fused.py", "                total = total + l2 * rows.pow(2).sum(1)",
+                 "                total = total + l2 * rows.abs().sum(1)",
                  TR + "test_weight_penalty_is_each_runs_own_l1_l2_and_elastic_net_with_biases"),
     "inputs-swapped": ("fused.py", "torch.cat(parts, 1)", "torch.cat(parts[::-1], 1)",
                        FU + "test_each_fused_run_is_the_run_trained_alone"),
@@ -127,7 +129,7 @@ MUTANTS = {
                                      'if finished(latest.get((job.name, job.config["seed"])), job.config):',
                                      "if False:",
                                      PI + "test_a_run_finished_meanwhile_by_another_process_is_not_retrained"),
-    "shard-off-by-one": ("sweep.py", "jobs[args.shard[0] - 1::args.shard[1]]", "jobs[args.shard[0]::args.shard[1]]",
+    "shard-off-by-one": ("sweep.py", "jobs[shard[0] - 1::shard[1]]", "jobs[shard[0]::shard[1]]",
                          "tests/test_parallel_runs.py::test_shards_one_after_another_make_the_whole_sweep"),
     "most-loaded-rank": ("sweep.py", "min(range(world), key=lambda i: (loads[i], i))",
                          "max(range(world), key=lambda i: (loads[i], i))", UP + "test_work_is_balanced_over_ranks"),
@@ -202,9 +204,19 @@ MUTANTS = {
     "search-goes-on-after-oom": ("sweep.py", "            table[k] = None\n            train.release_memory()\n            break",
                                  "            table[k] = None\n            train.release_memory()\n            continue",
                                  GP + "test_the_search_stops_at_the_first_k_out_of_memory"),
+    # -- issue 21's features ------------------------------------------------------------------
+    "best-copied-not-linked": ("sweep.py", 'if kept["last"] and best_is_last:', "if False:",
+                               DI + "test_a_run_whose_best_epoch_is_the_last_leaves_one_copy_of_its_weights"),
+    "save-ignored": ("sweep.py", 'if state_dict is not None and save in ("both", "last"):',
+                     "if state_dict is not None:", DI + "test_each_save_choice_keeps_what_it_says"),
+    "disk-check-ignored": ("sweep.py", 'if needs["low"] > free and not args.no_disk_check:', "if False:",
+                           DI + "test_a_sweep_too_large_for_the_disk_stops_before_training_and_goes_on_with_the_flag"),
+    "resume-estimate-without-state": ("checkpoints.py", 'copies = 1 + optimizer_state_tensors(config["optimizer"])',
+                                      "copies = 1", DI + "test_the_estimate_is_within_10_percent_of_what_a_sweep_writes"),
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
-       "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0")
+       "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0",
+       "best-copied-not-linked", "save-ignored", "disk-check-ignored", "resume-estimate-without-state")
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {

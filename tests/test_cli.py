@@ -80,7 +80,8 @@ def test_help_lists_the_shared_flags(capsys, script):
     out = capsys.readouterr().out
     for flag in ("--values", "--dataset", "--data-dir", "--regime", "--epochs", "--batch-size", "--train-size",
                  "--val-size", "--test-size", "--image-size", "--seed", "--seeds", "--device", "--precision",
-                 "--compile", "--train-acc", "--checkpoint-every", "--out", "--fresh", "--quick"):
+                 "--compile", "--train-acc", "--checkpoint-every", "--out", "--fresh", "--quick", "--fuse", "--kernels",
+                 "--save", "--no-disk-check"):
         assert flag in out
 
 
