@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     result = {**facts, "commit": commit(), "tiny": args.tiny, "steps": {}}
     with tempfile.TemporaryDirectory() as scratch:
         bench_json = os.path.join(scratch, "bench.json")
-        size = ["--image-size", "67", "--steps", "2", "--rounds", "1", "--warmup", "1", "--images", "256"] \
+        size = ["--image-size", "67", "--steps", "1", "--rounds", "1", "--warmup", "0", "--images", "64",
+                "--batch-size", "16"] \
             if args.tiny else ["--steps", "10", "--rounds", "3"]
         fuse = ["1", "2"] if args.tiny else ["1", "2", "4", "8", "16"]
         command = ["bench.py", "--device", args.device, *size, "--fuse", *fuse, "--json", bench_json]
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
                                     "figures": json.load(open(bench_json)) if code == 0 else None}
 
         out = os.path.join(scratch, "sweep")
-        scale = ["--image-size", "67", "--train-size", "64", "--val-size", "32", "--test-size", "32", "--epochs", "1",
+        scale = ["--image-size", "67", "--train-size", "32", "--val-size", "16", "--test-size", "16", "--epochs", "1",
                  "--values", "relu", "tanh"] if args.tiny else []
         command = ["main_activation.py", "--dataset", "fashion-mnist", "--data-dir", args.data_dir, "--device",
                    args.device, "--fuse", "auto", *scale, "--out", out]

@@ -1,9 +1,7 @@
 """The GPU paths, checked on a CPU (issue 16): the precision rule for the GPUs people
 have, fp16 with a gradient scaler per fused member, both kernel forms of every fused
 layer, out-of-memory splitting of a group, K and kernels chosen by measurement (with
-injected timings), and the one-command GPU check at a tiny size."""
-import json
-
+injected timings). The one-command GPU check: test_gpu_check.py."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +10,7 @@ import fused
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_config, run_script, tiny_argv, tiny_split_of, write_mnist_like
+from conftest import load_results, run_config, run_script, tiny_argv, tiny_split_of
 from fused import FusedAlexNet
 
 
@@ -281,21 +279,3 @@ def test_fuse_auto_on_a_sweep_too_small_to_time_trains_one_run_at_a_time(mnist_d
 def test_a_trial_measures_real_training_steps(tiny_split):
     ds, split = tiny_split
     assert train.trial_images_per_s([run_config(seed=0), run_config(seed=1)], split, ds.num_classes, 1, 1) > 0
-
-
-# -- the GPU check, at a tiny size on the CPU ---------------------------------------------
-
-@pytest.mark.slow
-def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
-    import gpu_check
-    write_mnist_like(tmp_path / "fmnist", n_train=400, n_test=40)
-    code = gpu_check.main(["--tiny", "--device", "cpu", "--data-dir", str(tmp_path / "fmnist"),
-                           "--out", str(tmp_path)])
-    assert code == 0
-    result = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
-    bench = result["steps"]["bench"]["figures"]
-    assert [row["fuse"] for row in bench["ours"]] == [1, 2]
-    assert set(bench["ours"][1]["kernels"]["kernels"]) == set(fused.LAYERS)
-    sweep_run = result["steps"]["sweep"]
-    assert sweep_run["exit"] == 0 and sweep_run["runs"] == 2 and sweep_run["training_images"] == 2 * 64
-    assert sweep_run["images_per_s_all_in"] > 0 and "how" in sweep_run["fuse"]

@@ -1,12 +1,13 @@
 """Reliability: a sweep killed with SIGKILL mid-run resumes from its last resume
-checkpoint and ends exactly where an uninterrupted run of the same command ends."""
+checkpoint and ends exactly where an uninterrupted run of the same command ends,
+alone and as a fused group resumed with another K."""
 import os
 import signal
 import subprocess
 
 import pytest
 
-from conftest import ROOT, child_env, load_results, paused_command, run_script, wait_for
+from conftest import ROOT, child_env, load_results, paused_command, run_script, tiny_argv, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")]
 
@@ -48,3 +49,39 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(mnist_dir, tmp_path):
     assert again["history"] == reference["history"] and again["test_acc"] == reference["test_acc"]
     assert not resume.exists()
     assert (killed / "models" / "dropout" / "p0.3.pt").exists()
+
+
+def fused_argv(data_dir, out, fuse, epochs=3):
+    """Split kernels: every K computes each run's own arithmetic, so any K gives the same numbers."""
+    return ["--values", "1e-4", "3e-4", "1e-3", *tiny_argv(data_dir, out, epochs=epochs), "--fuse", str(fuse),
+            "--kernels", "split"]
+
+
+def test_a_fused_group_killed_resumes_exactly_with_another_k(mnist_dir, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    code, _, err = run_script("main_learning_rate", fused_argv(mnist_dir, whole, 1))
+    assert code == 0, err
+    reference = {r["name"]: r for r in load_results(whole, "learning_rate")["runs"]}
+
+    command, paused = paused_command(tmp_path, "main_learning_rate", fused_argv(mnist_dir, killed, 3))
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
+    try:
+        wait_for(paused, proc)  # the group of 3 saved epoch 1 of each run, then waits
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "results" / "learning_rate.json").exists()  # it died mid-group
+
+    code, out, err = run_script("main_learning_rate", fused_argv(mnist_dir, killed, 2))
+    assert code == 0, err
+    assert out.count("resuming from epoch 2 of 3") == 3 and "fused: 2 + 1 runs at once" in out
+    runs = {r["name"]: r for r in load_results(killed, "learning_rate")["runs"]}
+    assert runs.keys() == reference.keys()
+    # The reference trained each run alone, the killed run in a group of 3, the rerun in groups of
+    # 2 and 1; with split kernels all of them compute each run's own arithmetic: equal, not close
+    for name in runs:
+        assert runs[name]["status"] == "completed"
+        assert runs[name]["history"] == reference[name]["history"]
+        assert runs[name]["test_acc"] == reference[name]["test_acc"]

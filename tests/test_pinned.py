@@ -35,7 +35,7 @@ def config(**changes):
 def fingerprint(model, k: int) -> float:
     """A number that differs for any two sets of weights: stands in for a test accuracy,
     so that 'the best epoch's' and 'the last epoch's' can never coincide."""
-    return float(train._unwrapped(model).member_tensors(k)["fc3.bias"].double().sum())
+    return float(train._unwrapped(model).member_tensors(k)["fc3.bias"].detach().double().sum())
 
 
 def scripted_evaluate(monkeypatch, split, val_accs, interrupt_at=None):
