@@ -204,6 +204,9 @@ MUTANTS = {
     "search-goes-on-after-oom": ("sweep.py", "            table[k] = None\n            train.release_memory()\n            break",
                                  "            table[k] = None\n            train.release_memory()\n            continue",
                                  GP + "test_the_search_stops_at_the_first_k_out_of_memory"),
+    "kernel-timing-draws-masks": ("fused.py", "            self.eval()\n            self.kernels = {name: \"grouped\"",
+                                  "            self.kernels = {name: \"grouped\"",
+                                  FU + "test_choosing_kernels_changes_no_weight_and_no_dropout_stream"),
     # -- issue 21's features ------------------------------------------------------------------
     "best-copied-not-linked": ("sweep.py", 'if kept["last"] and best_is_last:', "if False:",
                                DI + "test_a_run_whose_best_epoch_is_the_last_leaves_one_copy_of_its_weights"),
@@ -216,7 +219,7 @@ MUTANTS = {
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
        "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0",
-       "best-copied-not-linked", "save-ignored", "disk-check-ignored", "resume-estimate-without-state")
+       "kernel-timing-draws-masks", "best-copied-not-linked", "save-ignored", "disk-check-ignored", "resume-estimate-without-state")
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {
