@@ -15,6 +15,8 @@ import train
 from alexnet import AlexNet
 from conftest import as_group, real_train_run, load_results, run_script, tiny_argv, whole_and_cut_lr_run, write_mnist_like
 
+pytestmark = pytest.mark.slow  # every script end to end, whole sweeps
+
 CURVES = ("loss", "train_acc", "val_acc", "test_acc")
 
 
