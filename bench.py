@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import data
+from fused import synchronize
 from storage import WriteError, atomic_write_text
 from sweep import positive_int, whole_number
 from alexnet import AlexNet
@@ -120,11 +121,6 @@ def study_accuracy(model, loader, device):
     return correct / len(loader.dataset)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _forever(make_batches):
     while True:
         yield from make_batches()
@@ -181,13 +177,13 @@ def bench_steps(args, device, precision):
             print(f"fuse {k}: out of memory", flush=True)
             break  # larger K need more
     study(args.warmup)
-    _sync(device)
+    synchronize(device)
     timings = {name: [] for name in loops}
     for r in range(args.rounds):
         for name, (fn, k) in loops.items():
             start = time.perf_counter()
             fn(args.steps)
-            _sync(device)
+            synchronize(device)
             timings[name].append(k * args.steps * args.batch_size / (time.perf_counter() - start))
             print(f"round {r + 1}/{args.rounds}  {name:8s}  {timings[name][-1]:9.1f} images/s", flush=True)
     study_ips = float(np.median(timings["study"]))
@@ -234,14 +230,14 @@ def bench_job(args, device, precision):
         val_acc = study_accuracy(model, val_loader, device)
         print(f"study way epoch {epoch + 1}: train_acc {train_acc:.3f} val_acc {val_acc:.3f}", flush=True)
     study_test = study_accuracy(model, test_loader, device)
-    _sync(device)
+    synchronize(device)
     times["study"] = time.perf_counter() - start
 
     from train import train_run
     start = time.perf_counter()
     split = Split(dataset, train_idx, val_idx, len(test_idx), args.batch_size, args.image_size, device)
     outcome = train_run(config, split, dataset.num_classes, desc="ours")
-    _sync(device)
+    synchronize(device)
     times["ours"] = time.perf_counter() - start
     print(f"test accuracy: study way {study_test:.4f}, ours {outcome['test_acc']:.4f}")
     return {"mode": "job", "dataset": args.dataset, "train_images": len(train_idx), "val_images": len(val_idx),

@@ -23,6 +23,7 @@ import random
 import numpy as np
 import torch
 
+from optimizers import make_optimizer
 from storage import atomic_write
 
 
@@ -77,10 +78,9 @@ def parameter_count(image_size: int, num_classes: int) -> int:
 def optimizer_state_tensors(name: str) -> int:
     """How many tensors of a parameter's size the optimizer keeps per parameter (Adam: 2),
     found by taking one step on a small parameter, not from a table."""
-    import train
     param = torch.nn.Parameter(torch.ones(64))
     param.grad = torch.ones(64)
-    optimizer = train.make_optimizer(name, [param], 1e-3)
+    optimizer = make_optimizer(name, [param], 1e-3)
     optimizer.step()
     return sum(1 for t in optimizer.state[param].values() if torch.is_tensor(t) and t.numel() == 64)
 

@@ -236,7 +236,6 @@ def fuse_inputs(parts: list) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
-
 def _format_of(x: torch.Tensor):
     return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
         and not x.is_contiguous() else torch.contiguous_format
@@ -250,24 +249,33 @@ def pick_kernels(timings: dict) -> dict:
     return {name: min(FORMS, key=lambda form: (t[form], FORMS.index(form))) for name, t in timings.items()}
 
 
+def median_seconds(run, device, reps: int) -> float:
+    """The median seconds of reps calls of run() (after one untimed call), each waited for."""
+    times = []
+    for i in range(reps + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def time_layer(model: FusedAlexNet, name: str, x: torch.Tensor, form: str, autocast, reps: int = 3) -> float:
     """Seconds of one forward and backward of layer name in form on input x (the median of reps,
     after one untimed call), as a training step runs it."""
-    device = x.device
-    run = model.conv if name in CONVS else model.linear
+    layer = model.conv if name in CONVS else model.linear
     x = x.detach().requires_grad_(name != "conv1")  # conv1's input needs no gradient in training
-    times = []
-    for i in range(reps + 1):
-        _sync(device)
-        start = time.perf_counter()
+
+    def run():
         with autocast():
-            out = run(name, x, form)
+            out = layer(name, x, form)
         out.backward(torch.ones_like(out))
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - start)
+
+    seconds = median_seconds(run, x.device, reps)
     model.zero_grad(set_to_none=True)
-    return sorted(times)[len(times) // 2]
+    return seconds
 
 
 _CHOSEN = {}  # (k, input shape, device, dtype of autocast, layout) -> (kernels, timings), per process
@@ -276,19 +284,16 @@ _CHOSEN = {}  # (k, input shape, device, dtype of autocast, layout) -> (kernels,
 def time_model(model: FusedAlexNet, x: torch.Tensor, kernels: dict, autocast, reps: int = 2) -> float:
     """Seconds of one forward and backward of the whole model with kernels (the median of reps,
     after one untimed call); the members' dropout generators are left as they were."""
-    device, saved = x.device, [g.get_state() if g is not None else None for g in model.generators]
+    saved = [g.get_state() if g is not None else None for g in model.generators]
     previous, model.kernels = model.kernels, dict(kernels)
-    times = []
+
+    def run():
+        with autocast():
+            out = model(x)
+        out.float().sum().backward()
+
     try:
-        for i in range(reps + 1):
-            _sync(device)
-            start = time.perf_counter()
-            with autocast():
-                out = model(x)
-            out.float().sum().backward()
-            _sync(device)
-            if i:
-                times.append(time.perf_counter() - start)
+        return median_seconds(run, x.device, reps)
     finally:
         model.kernels = previous
         model.zero_grad(set_to_none=True)
@@ -298,7 +303,6 @@ def time_model(model: FusedAlexNet, x: torch.Tensor, kernels: dict, autocast, re
         for g, state in zip(model.generators, saved):
             if g is not None:
                 g.set_state(state)
-    return sorted(times)[len(times) // 2]
 
 
 def choose_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, key=None, timer=time_layer,
@@ -331,6 +335,7 @@ def choose_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, key=None, tim
     return dict(kernels), timings
 
 
-def _sync(device) -> None:
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA); nothing elsewhere."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -211,6 +211,21 @@ def my_shard(jobs: list, shard) -> list:
     return jobs if not shard else jobs[shard[0] - 1::shard[1]]
 
 
+def split_finished(jobs: list, args, experiment: str) -> tuple:
+    """(jobs still to train, [(job, its record)] of those already finished in --out's results);
+    with --fresh every job is still to train."""
+    recorded = {} if args.fresh else {(r["name"], r["seed"]): r
+                                      for r in read_results(args.out, experiment)["runs"]}
+    pending, done = [], []
+    for job in jobs:
+        old = recorded.get((job.name, job.config["seed"]))
+        if finished(old, job.config):
+            done.append((job, old))
+        else:
+            pending.append(job)
+    return pending, done
+
+
 def assign(jobs: list, world: int, cost) -> list:
     """jobs split over world processes: the costliest first, each to the least loaded
     (ties to the lowest rank); deterministic, so every process computes the same."""
@@ -340,15 +355,10 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     order = [name for name, _ in sweep]
     jobs = my_shard(plan(sweep, base, args.seeds), args.shard)
     models_dir = os.path.join(args.out, "models", experiment)
-    recorded = {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
-    pending = []
-    for job in jobs:
-        old = recorded.get((job.name, job.config["seed"]))
-        if finished(old, job.config) and not args.fresh:
-            logs.info(f"{job.desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
-                      f"(--fresh retrains it)")
-        else:
-            pending.append(job)
+    pending, done = split_finished(jobs, args, experiment)
+    for job, old in done:
+        logs.info(f"{job.desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
+                  f"(--fresh retrains it)")
     mine = pending
     if world > 1 and not ddp:
         epochs_left = lambda job: job.config["epochs"] - _resume_epoch(models_dir, job)
@@ -386,9 +396,7 @@ def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
     its optimizers' real state (checkpoints.py): {"pending", "file", "files", "resume", "k",
     "low", "high", "folder"}; None when nothing is left to train."""
     import checkpoints
-    jobs = my_shard(plan(sweep, base, args.seeds), args.shard)
-    recorded = {} if args.fresh else {(r["name"], r["seed"]): r for r in read_results(args.out, experiment)["runs"]}
-    pending = [job for job in jobs if not finished(recorded.get((job.name, job.config["seed"])), job.config)]
+    pending, _ = split_finished(my_shard(plan(sweep, base, args.seeds), args.shard), args, experiment)
     if not pending:
         return None
     classes = KNOWN_CLASSES.get(base["dataset"], 10)
@@ -437,10 +445,8 @@ def run_bytes(config: dict) -> int:
     conv1's output and its activation (290,400 values each at 227 px, bf16) are alive at
     once. About 2.1 GB per run at 227 px. Only an upper bound for the candidates of
     --fuse auto: the timed steps find what really fits."""
-    import torch
-    from alexnet import AlexNet
-    with torch.device("meta"):  # counts the parameters without allocating them
-        params = sum(p.numel() for p in AlexNet(image_size=config["image_size"]).parameters())
+    import checkpoints
+    params = checkpoints.parameter_count(config["image_size"], 10)
     area = (config["image_size"] / 227) ** 2
     return int(16 * params + 1.2e6 * area * 8 * config["batch_size"] + 2 * 290_400 * area * 2 * 512)
 

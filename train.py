@@ -22,10 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 import checkpoints
+import fused
 import logs
 from alexnet import AlexNet
 from data import DeviceLoader
-from fused import FusedAlexNet, fuse_inputs
+from fused import FusedAlexNet, fuse_inputs, synchronize
+from optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
 from results import same_config
 
 DEFAULTS = dict(
@@ -58,16 +60,6 @@ DEFAULTS = dict(
 MEMBER_KEYS = ("optimizer", "lr", "l1", "l2", "activation", "dropout", "seed")
 DROPOUT_SEED_OFFSET = 1 << 40  # a run's dropout masks come from its seed, apart from its initialisation's stream
 
-# name -> (torch class, the study's learning rate for it, extra arguments)
-OPTIMIZERS = {
-    "sgd": (torch.optim.SGD, 0.1, {}),
-    "adagrad": (torch.optim.Adagrad, 0.01, {}),
-    "adam": (torch.optim.Adam, 1e-4, {}),
-    # extras beyond the study's three
-    "sgd-momentum": (torch.optim.SGD, 0.01, {"momentum": 0.9}),
-    "rmsprop": (torch.optim.RMSprop, 1e-4, {}),
-    "adamw": (torch.optim.AdamW, 1e-4, {}),
-}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 KERNELS = ("auto", "grouped", "split")
 SAVE_CHOICES = ("both", "last", "best", "none")
@@ -75,17 +67,6 @@ MIN_LOSS_SCALE = 1.0  # fp16: a run whose gradients overflow even at a loss scal
 TRAIN_ACC_MODES = ("epoch", "eval")
 # per-epoch timings kept in each run's record, so every speed claim can be checked from results files
 TIMINGS = ("train_seconds", "images_per_s", "eval_seconds", "checkpoint_seconds")
-
-
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The named optimizer with its fused kernel where torch has one: the same update,
-    about 6x faster than the default on CPU for AlexNet's 58M parameters."""
-    cls, _, extra = OPTIMIZERS[name]
-    params = list(params)
-    try:
-        return cls(params, lr=lr, fused=True, **extra)
-    except (TypeError, RuntimeError):  # no fused kernel for this optimizer or device
-        return cls(params, lr=lr, **extra)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -246,7 +227,6 @@ class Group:
     def choose_kernels(self, x: torch.Tensor, precision: str, how: str = "auto") -> dict:
         """Each fused layer's form: the faster of grouped and split timed on x's shapes (auto),
         or the one given; returns what each run's record keeps of it."""
-        import fused
         if self.k == 1:
             return {"how": "one run: plain layers"}
         if how != "auto":
@@ -525,7 +505,7 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
         finish(i, members[i].record(started, finals[j], test_accs[j], at_best[j]))
 
 
-def _kernels(group: Group, split: Split, members: list, config: dict, precision: str) -> dict:
+def _kernels(group: Group, split: Split, members: list, config: dict, precision: str) -> None:
     """Choose the group's kernels on its first batch and note the choice in each member."""
     x = None
     if group.k > 1:
@@ -533,7 +513,6 @@ def _kernels(group: Group, split: Split, members: list, config: dict, precision:
     chosen = group.choose_kernels(x, precision, config.get("kernels", "auto"))
     for m in members:
         m.kernels = chosen
-    return chosen
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -568,7 +547,7 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
         images, start = 0, None
         for i in range(warmup + steps):
             if i == warmup:
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
             objective, _ = step(x, y, split.train.world_size / y.shape[1])
             images += y.numel() if i >= warmup else 0
@@ -578,11 +557,6 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
     finally:
         del group
         release_memory()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def save_resume_files(group: Group, members: list, epoch: int) -> None:

@@ -139,8 +139,8 @@ MUTANTS = {
                                            PI + "test_test_acc_at_best_is_the_best_epochs_when_it_comes_before_the_last"),
     "groups-over-k": ("sweep.py", "n = -(-len(bucket) // k)", "n = max(1, len(bucket) // k)",
                       PI + "test_fused_groups_are_never_larger_than_k_and_even"),
-    "rerun-retrains-finished": ("sweep.py", "if finished(old, job.config) and not args.fresh:",
-                                "if False:", PI + "test_finished_runs_are_left_out_before_the_groups_are_made"),
+    "rerun-retrains-finished": ("sweep.py", "        if finished(old, job.config):\n",
+                                "        if False:\n", PI + "test_finished_runs_are_left_out_before_the_groups_are_made"),
     # -- checkpoints.py ---------------------------------------------------------------------
     "best-overwrites-last": ("checkpoints.py", 'f"{stem}.best.pt"', 'f"{stem}.pt"',
                              "tests/test_evaluate.py::test_the_best_validation_epoch_is_kept_beside_the_last"),
