@@ -23,6 +23,7 @@ import random
 import numpy as np
 import torch
 
+from logs import shorten
 from optimizers import make_optimizer
 from storage import atomic_write
 
@@ -110,7 +111,7 @@ def load(path: str, mmap: bool = False) -> dict:
         raise CheckpointError(f"{path} does not exist") from None
     except Exception as err:  # torch reports damage as RuntimeError, pickle or zip errors
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is damaged or not a checkpoint ({reason[:120]})") from None
+        raise CheckpointError(f"{path} is damaged or not a checkpoint ({shorten(reason, 120)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a checkpoint of this repository (not a dict)")
     return state
@@ -120,7 +121,7 @@ def final_state(model_state: dict, record: dict, experiment: str, num_classes: i
     return {"model": model_state, "config": record["config"], "history": record["history"],
             "test_acc": record["test_acc"], "best_val_acc": record["best_val_acc"],
             "status": record["status"], "experiment": experiment, "name": record["name"],
-            "num_classes": num_classes, "classes": [str(c) for c in classes]}
+            "num_classes": num_classes, "classes": [str(c) for c in classes], "run_id": record.get("run_id")}
 
 
 def resume_state(member_state: dict, epoch: int, history: dict, config: dict) -> dict:

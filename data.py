@@ -250,6 +250,19 @@ def _load_idx(name: str, data_dir: str, download: bool) -> Dataset:
                    list(fetch.classes), os.path.dirname(files[0]))
 
 
+def _repeated_folder(folder: str) -> str | None:
+    """The first folder under folder, walked following links as ImageFolder walks, whose real
+    path was already reached on this walk (a link loop, or a second way to one folder); None if none."""
+    seen = {os.path.realpath(folder)}
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        for d in dirs:
+            real = os.path.realpath(os.path.join(root, d))
+            if real in seen:
+                return os.path.join(root, d)
+            seen.add(real)
+    return None
+
+
 def _load_image_folder(data_dir: str, image_size: int) -> Dataset:
     """train/ and test/ (or val/) folders of class subfolders. Images of any size are
     resized once, on loading, to image_size and held as uint8."""
@@ -263,6 +276,11 @@ def _load_image_folder(data_dir: str, image_size: int) -> Dataset:
         raise DataError(f"no image folder dataset in {os.path.abspath(data_dir)}: {how}")
 
     def read(folder):
+        repeated = _repeated_folder(folder)
+        if repeated:
+            raise DataError(f"{repeated} leads to {os.path.realpath(repeated)}, a folder already reached in "
+                            f"{os.path.abspath(folder)} (a link loop, or a second link to it), so its images would "
+                            f"be repeated or mislabelled; remove the link")
         try:
             found = ImageFolder(folder)
         except Exception as err:

@@ -58,7 +58,7 @@ def load_model(path: str):
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise InputError(f"{path} does not hold an AlexNet this repository can build "
-                         f"({str(err).splitlines()[0][:120]})") from None
+                         f"({logs.shorten(str(err).splitlines()[0], 120)})") from None
     return model.eval(), ckpt
 
 
@@ -82,6 +82,9 @@ def prepare(path: str, device_name: str | None, precision: str | None) -> tuple:
     import train
     model, ckpt = load_model(path)
     device = train.resolve_device(device_name or "auto")
+    problem = train.not_a_training_device(device_name, device)
+    if problem:
+        raise InputError(f"argument --device: {problem}")
     torch.empty(1, device=device)  # a device that is not there fails here
     precision = train.resolve_precision(precision or ckpt["config"].get("precision", "auto"), device)
     return model.to(device), ckpt, device, precision
@@ -98,6 +101,11 @@ def predictions(model, ckpt: dict, data_dir: str | None, device, precision: str)
     if dataset.num_classes != ckpt["num_classes"]:
         raise InputError(f"the checkpoint has {ckpt['num_classes']} classes but {c['dataset']} in "
                          f"{dataset.source} has {dataset.num_classes}")
+    classes = [str(name) for name in dataset.classes]
+    if classes != list(ckpt["classes"]):
+        names = lambda items: logs.shorten(", ".join(map(str, items)), 80)
+        raise InputError(f"the checkpoint was trained on the classes {names(ckpt['classes'])} but {c['dataset']} "
+                         f"in {dataset.source} holds {names(classes)}; evaluate it on the data it was trained on")
     train_idx, val_idx = data.split_indices(len(dataset.train_labels), c["regime"], c["train_size"], c["val_size"])
     split = train.Split(dataset, train_idx, val_idx, c["test_size"], c["batch_size"], c["image_size"], device)
     # the module that evaluated it in training: the same kernels give the same numbers
@@ -128,25 +136,31 @@ def summarize(logits, labels, classes: list) -> dict:
 
 
 def plot_confusion(summary: dict, title: str, path: str) -> str:
-    from plotting import _pyplot, _save
+    """Each true class's row as % of its images, colour bar 0 to 100 %; title above, clear of the bar."""
+    import textwrap
+    from plotting import HUMAN_EXPERIMENTS, _pyplot, _save
     plt = _pyplot()
     confusion = np.array(summary["confusion"], dtype=float)
-    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    rows = 100 * confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     n = len(summary["classes"])
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
-    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=100)
     if n <= 20:
         ax.set_xticks(range(n), summary["classes"], rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(n), summary["classes"], fontsize=8)
         for i in range(n):
             for j in range(n):
-                if rows[i, j] >= 0.005:
-                    ax.text(j, i, f"{100 * rows[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if rows[i, j] > 0.5 else "black")
+                if rows[i, j] >= 0.5:
+                    ax.text(j, i, f"{rows[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if rows[i, j] > 50 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{title}: test accuracy {100 * summary['test_acc']:.2f}% (rows: % of the true class)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    experiment, sep, run = title.partition(" / ")  # "<experiment> / <run>": the experiment in words
+    heading = textwrap.fill(HUMAN_EXPERIMENTS.get(experiment, experiment) + sep + run,
+                            width=int(9 * fig.get_figwidth()))
+    ax.set_title(f"{heading}\ntest accuracy {100 * summary['test_acc']:.2f}%", fontsize=10, pad=10)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("% of the true class")
     return _save(fig, plt, path)
 
 
@@ -215,7 +229,9 @@ def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, pr
     stem = f"{ckpt['experiment']}_{os.path.basename(path)[:-3]}"
     title = f"{ckpt['experiment']} / {os.path.basename(path)[:-3]}"
     summary.update(checkpoint=os.path.abspath(path), device=str(device), precision=precision,
-                   recorded_test_acc=ckpt.get("test_acc"))
+                   recorded_test_acc=ckpt.get("test_acc"), experiment=ckpt["experiment"], name=ckpt["name"],
+                   seed=ckpt["config"].get("seed"), run_id=ckpt.get("run_id"),
+                   weights="best" if path.endswith(".best.pt") else "last")
     images_dir = os.path.join(out, "images")
     summary["images"] = [plot_confusion(summary, title, os.path.join(images_dir, f"{stem}_confusion.png")),
                          plot_filters(model.cpu(), title, os.path.join(images_dir, f"{stem}_filters.png")),
@@ -255,7 +271,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a models/<experiment>/<run>.pt (or .best.pt) file")
     p.add_argument("--images", nargs="+", metavar="FILE", help="predict these images instead of the test split")
-    p.add_argument("--out", default=ROOT, help="root for results/ and images/ (default: the repository root)")
+    p.add_argument("--out", default=ROOT, type=storage.out_folder,
+                   help="root for results/ and images/ (default: the repository root)")
     p.add_argument("--data-dir", help="where the dataset lives (default: the one the run was trained from)")
     p.add_argument("--device", help="auto, cpu, cuda, mps (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),

@@ -18,3 +18,20 @@ def info(message: str) -> None:
 
 def problem(message: str) -> None:
     print(_state["prefix"] + message, file=sys.stderr, flush=True)
+
+
+def shorten(text: str, limit: int) -> str:
+    """text if it fits in limit characters, else cut at its last sentence end (in the second
+    half of the limit) or word boundary before the limit, with '...' added; never mid-word
+    unless a single word is longer than the limit."""
+    if len(text) <= limit:
+        return text
+    body = text[:max(limit - 3, 1)]
+    sentence = max(body.rfind(mark) for mark in (". ", "! ", "? ")) + 1
+    if sentence >= len(body) // 2:
+        cut = sentence
+    elif text[len(body)].isspace():
+        cut = len(body)  # the cut falls between two words already
+    else:
+        cut = body.rfind(" ")
+    return (body[:cut] if cut > 0 else body).rstrip(" \t,;:.!?") + "..."

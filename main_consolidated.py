@@ -33,34 +33,103 @@ def make_run(value: str, models: dict = MODELS):
     return value, dict(models[value])
 
 
-def models_from_results(out: str) -> dict:
+def sweep_states(out: str) -> dict:
+    """ablation -> (its results, results.progress) for each ablation with results or a plan under out."""
+    present = results.experiments_in(out)
+    found = {}
+    for ablation in DECIDES:
+        if ablation in present or os.path.exists(results.plan_path(out, ablation)):
+            found[ablation] = results.read_results(out, ablation)
+            found[ablation]["progress"] = results.progress(out, ablation, found[ablation]["runs"])
+    return found
+
+
+def unfinished_sentence(found: dict) -> str | None:
+    """One sentence naming each unfinished sweep, how many runs it lacks and which; None if none."""
+    parts = []
+    for ablation, res in found.items():
+        prog = res["progress"]
+        if prog["pending"]:
+            shown = ", ".join(prog["pending"][:3]) + (f" and {len(prog['pending']) - 3} more"
+                                                      if len(prog["pending"]) > 3 else "")
+            failed = f", {len(prog['failed'])} failed" if prog["failed"] else ""
+            parts.append(f"{ablation} has {prog['finished']} of {prog['planned']} runs finished "
+                         f"({len(prog['pending'])} missing{failed}: {shown})")
+    if not parts:
+        return None
+    return ("--from-results: unfinished sweeps: " + "; ".join(parts) + ". Finish them (run the same "
+            "main_<ablation>.py command again) or pass --allow-partial to use the runs recorded so far")
+
+
+def models_from_results(out: str, allow_partial: bool = False) -> dict:
     """The consolidated model from each ablation's best setting (by mean validation
     accuracy) in out/results; an ablation without results keeps the study's choice.
-    The learning-rate study's best lr applies only when Adam is the chosen optimizer."""
+    The learning-rate study's best lr applies only when Adam is the chosen optimizer.
+    An unfinished sweep (runs planned but not recorded) is refused unless allow_partial."""
     chosen = dict(MODELS["consolidated"])
+    found = sweep_states(out)
+    tuned_rates = {}
+    problem = unfinished_sentence(found)
+    if problem and not allow_partial:
+        raise ValueError(problem)
     for ablation, keys in DECIDES.items():
         path = results.results_path(out, ablation)
-        best = None
-        if ablation in results.experiments_in(out):
-            summary, best = stats.summarize(results.read_results(out, ablation))
+        summary, best = stats.summarize(found[ablation]) if ablation in found else (None, None)
         if not best:
             print(f"--from-results: no completed {ablation} results in {path}; keeping the study's "
                   + ", ".join(f"{k}={sweep.fmt(chosen[k])}" for k in keys))
             continue
-        params = next(r["params"] for r in summary if r["setting"] == best["setting"])
+        row = next(r for r in summary if r["setting"] == best["setting"])
         if ablation == "learning_rate" and chosen["optimizer"] != "adam":
             print(f"--from-results: {ablation} best {best['setting']} is for Adam, not {chosen['optimizer']}; ignored")
             continue
-        chosen.update({k: params[k] for k in keys if k in params})
-        print(f"--from-results: {ablation} best is {best['setting']}: "
+        chosen.update({k: row["params"][k] for k in keys if k in row["params"]})
+        tuned = ""
+        if row.get("lr") is not None:  # a tuned sweep (--tune-lr): its winner at its own chosen rate
+            tuned = f" at its chosen lr {sweep.fmt(row['lr'])}"
+            if "lr" in keys:
+                chosen["lr"] = row["lr"]
+            else:
+                optimizer = next(r["config"]["optimizer"] for r in found[ablation]["runs"]
+                                 if stats.setting_of(r) == best["setting"] and "config" in r)
+                tuned_rates[ablation] = (row["lr"], optimizer)
+        ranked = sum(r["best_val_acc_mean"] is not None for r in summary)
+        prog = found[ablation]["progress"]
+        partial = f"; unfinished: {prog['finished']} of {prog['planned']} runs" if prog["pending"] else ""
+        print(f"--from-results: {ablation} best is {best['setting']}{tuned} (of {ranked} setting(s); {row['n']} "
+              f"seed(s), mean best validation accuracy {100 * row['best_val_acc_mean']:.2f}%{partial}): "
               + ", ".join(f"{k}={sweep.fmt(chosen[k])}" for k in keys))
+    take_tuned_rate(chosen, tuned_rates)
     return {"baseline": MODELS["baseline"], "consolidated": chosen}
+
+
+def take_tuned_rate(chosen: dict, tuned_rates: dict) -> None:
+    """The lr of the consolidated model where tuned sweeps (--tune-lr) chose one for their winners:
+    theirs where they agree and trained with the chosen optimizer; otherwise the lr chosen so far
+    (the optimizer or learning-rate sweep's, or the study's), with a note."""
+    usable = {a: lr for a, (lr, optimizer) in tuned_rates.items() if optimizer == chosen["optimizer"]}
+    for ablation in set(tuned_rates) - set(usable):
+        print(f"--from-results: {ablation}'s chosen lr is for {tuned_rates[ablation][1]}, not "
+              f"{chosen['optimizer']}; ignored")
+    rates = set(usable.values())
+    if len(rates) == 1:
+        chosen["lr"] = rates.pop()
+        print(f"--from-results: lr={sweep.fmt(chosen['lr'])}, the rate the tuned sweeps ({', '.join(usable)}) "
+              f"chose for their winners")
+    elif rates:
+        print("--from-results: the tuned sweeps chose different rates for their winners ("
+              + ", ".join(f"{a} {sweep.fmt(lr)}" for a, lr in usable.items()) + f"); keeping lr="
+              f"{sweep.fmt(chosen['lr'])}. Each rate was best for one change alone; pass --tune-lr (e.g. x0.3 "
+              f"x1 x3) to choose the combination's own")
 
 
 def add_flags(parser):
     parser.add_argument("--from-results", action="store_true",
                         help="build the consolidated model from each ablation's best setting in --out's "
-                             "results files instead of the study's published choices")
+                             "results files instead of the study's published choices; refused while a sweep "
+                             "there is unfinished")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="with --from-results: use unfinished sweeps' recorded runs too")
     parser.add_argument("--evaluate", action="store_true",
                         help="evaluate the saved baseline and consolidated models (evaluate.py) without training")
 
@@ -92,8 +161,10 @@ def evaluate_saved(args) -> int:
 def prepare(args):
     if args.evaluate:
         raise SystemExit(evaluate_saved(args))
+    if args.allow_partial and not args.from_results:
+        raise ValueError("argument --allow-partial: applies only with --from-results")
     if args.from_results:
-        models = models_from_results(args.out)
+        models = models_from_results(args.out, args.allow_partial)
         return lambda value: make_run(value, models)
     return None
 

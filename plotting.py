@@ -6,9 +6,11 @@
 For each experiment: loss, training accuracy and validation accuracy against
 epoch (one line per setting, the mean over seeds with a band of one standard
 deviation where there are several), and the final test accuracy per setting
-(error bars over seeds), and, where the sweep varies one number, the final
-validation and test accuracy against that number (<experiment>_hparam.png, on a
-log axis for learning rates).
+(error bars over seeds, where a setting has several), and, where the sweep
+varies one number, the quantity the best setting is chosen on (the mean over
+seeds of each run's best validation accuracy) and the test accuracy against that
+number (<experiment>_hparam.png, on a log axis for learning rates). Accuracies
+are in percent, with a dashed line at chance (100 / number of classes).
 """
 import argparse
 import os
@@ -17,10 +19,16 @@ import warnings
 
 import numpy as np
 
-from results import ResultsError, experiments_in, read_results, results_path
-from storage import WriteError
+import stats
+from results import TITLES, ResultsError, experiments_in, fmt, read_results, results_path
+from storage import WriteError, out_folder
 
-CURVES = {"loss": "mean training loss", "train_acc": "training accuracy", "val_acc": "validation accuracy"}
+CURVES = {"loss": "mean training loss", "train_acc": "training accuracy (%)",
+          "val_acc": "validation accuracy (%)"}
+HUMAN_EXPERIMENTS = TITLES
+HUMAN_PARAMS = {"lr": "learning rate", "dropout": "dropout p", "l1": "L1", "l2": "L2",
+                "optimizer": "optimizer", "activation": "activation"}
+MARKED_EPOCHS = 20  # curves of at most this many epochs get a marker on every point
 
 
 def _pyplot():
@@ -78,74 +86,241 @@ def _numeric_axis(groups: dict):
     return key if all(isinstance(v, (int, float)) for v in values) else None
 
 
-def plot_experiment(results: dict, images_dir: str) -> list:
-    plt = _pyplot()
+def human(name: str, table: dict = HUMAN_EXPERIMENTS) -> str:
+    """The words for an experiment name (or, with HUMAN_PARAMS, a parameter key); unknown names as written."""
+    return table.get(name, name.replace("_", " "))
+
+
+def num_classes(results: dict) -> int:
+    """The number of classes: from a run's class names, else its dataset (cifar100: 100, others 10)."""
+    runs = results["runs"]
+    for run in runs:
+        if isinstance(run.get("classes"), list) and len(run["classes"]) >= 2:
+            return len(run["classes"])
+    datasets = {(run.get("config") or {}).get("dataset") for run in runs}
+    return 100 if "cifar100" in datasets else 10
+
+
+def _chance(ax, classes: int) -> float:
+    """A dashed line at chance accuracy, 100 / classes percent, labelled for the legend; returns that level."""
+    level = 100 / classes
+    ax.axhline(level, color="0.4", linestyle="--", linewidth=1, label=f"chance ({level:.3g}%)")
+    return level
+
+
+def _number(value: float, _=None) -> str:
+    """A tick label as a plain number: 2.3, 0.5, 1e+06."""
+    return f"{value:.3g}"
+
+
+def _log_ticks(ax, values) -> None:
+    """Readable ticks on a log y axis: plain numbers, enough of them, minor ones labelled
+    where the data span under three decades; at least a factor of two around a single value."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0])
+    if not len(values):
+        return
+    lo, hi = values.min(), values.max()
+    middle, half = np.sqrt(lo * hi), max(np.sqrt(hi / lo), np.sqrt(2)) * 1.08
+    lo, hi = middle / half, middle * half
+    ax.set_ylim(lo, hi)
+    if hi / lo < 10:  # under a decade: evenly spaced plain numbers
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:  # decades labelled, and 2 and 5 in each where there are fewer than three
+        few = hi / lo < 1000
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5) if few else (2, 3, 4, 5, 6, 7, 8, 9)))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_number) if few else NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(_number))
+
+
+def _legend(ax) -> None:
+    """A small legend, where anything is labelled."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def _epoch_axis(ax, length: int) -> None:
+    """Integer epochs from 1 to length, half an epoch of margin either side."""
     from matplotlib.ticker import MaxNLocator
+    ax.set_xlim(0.5, max(length, 1) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+
+
+def _curve(ax, name: str, runs: list, key: str):
+    """One setting's mean curve over its seeds (in % for accuracies) with its spread; returns the plotted means."""
+    mean, std = _mean_std([r["history"][key] for r in runs])
+    if key != "loss":
+        mean, std = 100 * mean, 100 * std
+    epochs = np.arange(1, len(mean) + 1)
+    marker = "o" if len(mean) <= MARKED_EPOCHS else None
+    (line,) = ax.plot(epochs, mean, marker=marker, markersize=4,
+                      label=name if len(runs) == 1 else f"{name} (n={len(runs)})")
+    if len(runs) > 1 and len(mean) == 1:  # a band over one epoch is invisible
+        ax.errorbar(epochs, mean, yerr=std, fmt="none", ecolor=line.get_color(), capsize=4)
+    elif len(runs) > 1:
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if any(r["status"] == "diverged" for r in runs) and len(mean):
+        ax.plot(epochs[-1], mean[-1], "x", color=line.get_color(), markersize=10)
+    return mean
+
+
+def _curves_figure(plt, results: dict, groups: dict, key: str):
+    """Loss, training or validation accuracy against epoch, one line per setting."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    means = [_curve(ax, name, runs, key) for name, runs in groups.items()]
+    if any(r["status"] == "diverged" for runs in groups.values() for r in runs):
+        ax.plot([], [], "kx", label="diverged after this epoch")
+    if key == "loss":
+        ax.set_yscale("log")
+        _log_ticks(ax, np.concatenate(means) if means else [])
+    else:
+        _chance(ax, num_classes(results))
+    _epoch_axis(ax, max((len(m) for m in means), default=1))
+    ax.set_ylabel(CURVES[key])
+    ax.set_title(f"{human(results['experiment'])}: {CURVES[key].replace(' (%)', '')}")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def _error_bars(ax, x, means, stds, counts, **style) -> None:
+    """Error bars of one std, only where a setting has more than one seed (no zero-height caps)."""
+    several = np.asarray(counts) > 1
+    if several.any():
+        ax.errorbar(np.asarray(x)[several], np.asarray(means)[several], yerr=np.asarray(stds)[several],
+                    fmt="none", capsize=4, **style)
+
+
+def _no_run_notes(ax, xs) -> None:
+    """"no completed run", upright at the foot of the axes, at each x of a setting that has none."""
+    for x in xs:
+        ax.text(x, 0.02, "no completed run", transform=ax.get_xaxis_transform(), rotation=90, ha="center",
+                va="bottom", fontsize=8, color="0.3", bbox=dict(facecolor="white", edgecolor="none", pad=1))
+
+
+def _test_figure(plt, results: dict, names: list, finals: dict):
+    """Mean test accuracy (%) per setting; a setting with no completed run is named, not drawn."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pairs = [mean_std_of([100 * r["test_acc"] for r in finals[n]]) for n in names]
+    test = np.array(pairs, dtype=float).reshape(-1, 2)
+    counts = [len(finals[n]) for n in names]
+    done = [i for i, c in enumerate(counts) if c]
+    ax.bar(done, test[done, 0], color="tab:blue", alpha=0.8)
+    _error_bars(ax, range(len(names)), test[:, 0], test[:, 1], counts, ecolor="black")
+    top = np.nanmax(np.append(test[:, 0] + test[:, 1], _chance(ax, num_classes(results))))
+    ax.set_ylim(0, 1.15 * top if top < 87 else 100)
+    _no_run_notes(ax, [i for i, c in enumerate(counts) if not c])
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
+    several = any(c > 1 for c in counts)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{human(results['experiment'])}: test accuracy" + (" (mean ± std over seeds)" if several else ""))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
+    return fig
+
+
+def _hparam_figure(plt, results: dict, groups: dict, finals: dict, axis: str):
+    """The selection's quantity (mean best validation accuracy) and test accuracy against the swept value."""
+    names = list(groups)
+    values = np.array([groups[n][0]["params"][axis] for n in names], dtype=float)
+    order = np.argsort(values)
+    counts = np.array([len(finals[n]) for n in names])[order]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label in (("best_val_acc", "best validation accuracy (selection)"), ("test_acc", "test accuracy")):
+        pairs = np.array([mean_std_of([100 * r[key] for r in finals[n]]) for n in names], dtype=float)[order]
+        (line,) = ax.plot(values[order], pairs[:, 0], marker="o", label=label)
+        _error_bars(ax, values[order], pairs[:, 0], pairs[:, 1], counts, ecolor=line.get_color())
+    _chance(ax, num_classes(results))
+    # the x range holds every swept value, those without a completed run (no point drawn) too
+    ax.update_datalim(np.column_stack([values, np.full(len(values), 50.0)]), updatey=False)
+    if axis == "lr":
+        ax.set_xscale("log")
+    _no_run_notes(ax, values[order][counts == 0])
+    ax.set_xlabel(human(axis, HUMAN_PARAMS))
+    ax.set_ylabel("accuracy (%)")
+    several = any(c > 1 for c in counts)
+    ax.set_title(f"{human(results['experiment'])}: accuracy against {human(axis, HUMAN_PARAMS)}"
+                 + (" (mean ± std over seeds)" if several else ""))
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def _isolation_figure(plt, results: dict):
+    """A tuned sweep (--tune-lr): each setting's best validation and test accuracy at its chosen rate,
+    with 95% intervals over seeds, beside the same at its own fixed rate where that was in the grid."""
+    table = stats.tuning(results)
+    names = list(table)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(names) + 3), 4.5))
+    views = (("chosen", "after tuning", "o", 1.0, -0.15), ("own", "at the fixed rate", "s", 0.45, 0.15))
+    for which, label, marker, alpha, shift in views:
+        rows = {r["setting"]: r for r in stats.summarize(stats.at_rates(results, which))[0]}
+        if which == "own":  # only settings whose own rate was trained
+            rows = {n: r for n, r in rows.items() if any(v["lr"] == table[n]["own_lr"] for v in table[n]["rates"])}
+        for key, colour, dx in (("best_val_acc", "tab:blue", -0.04), ("test_acc", "tab:orange", 0.04)):
+            have = [i for i, n in enumerate(names) if n in rows and rows[n][f"{key}_mean"] is not None]
+            means = [100 * rows[names[i]][f"{key}_mean"] for i in have]
+            cis = [rows[names[i]][f"{key}_ci95"] for i in have]
+            err = np.array([[m - 100 * c[0], 100 * c[1] - m] if c else [0, 0] for m, c in zip(means, cis)]).T
+            what = "best validation" if key == "best_val_acc" else "test"
+            ax.errorbar(x[have] + shift + dx, means, yerr=err.reshape(2, -1) if any(cis) else None, fmt=marker,
+                        color=colour, alpha=alpha, capsize=3, label=f"{what}, {label}")
+    _chance(ax, num_classes(results))
+    chosen = [n + ("" if table[n]["chosen_lr"] is None else f"\nchosen lr {fmt(table[n]['chosen_lr'])}"
+                   + (" (edge)" if table[n]["at_edge"] else "")) + f"\nfixed lr {fmt(table[n]['own_lr'])}"
+              for n in names]
+    ax.set_xticks(x, chosen, fontsize=8)
+    ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{human(results['experiment'])}: each setting at its own best learning rate\n"
+                 f"(chosen on validation; 95% intervals over seeds)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def plot_experiment(results: dict, images_dir: str) -> list:
+    """Draw an experiment's figures into images_dir; returns the paths written. A tuned sweep
+    (--tune-lr) is drawn at each setting's chosen rate, with its isolation plot beside."""
+    plt = _pyplot()
+    tuned = stats.is_tuned(results)
+    if tuned:
+        whole, results = results, stats.at_rates(results)
     experiment = results["experiment"]
     groups = group_runs(results)
-    written = []
-    for key, label in CURVES.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, runs in groups.items():
-            mean, std = _mean_std([r["history"][key] for r in runs])
-            epochs = np.arange(1, len(mean) + 1)
-            (line,) = ax.plot(epochs, mean, label=name if len(runs) == 1 else f"{name} (n={len(runs)})")
-            if len(runs) > 1:
-                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-            if any(r["status"] == "diverged" for r in runs) and len(mean):
-                ax.plot(epochs[-1], mean[-1], "x", color=line.get_color(), markersize=10)
-        if any(r["status"] == "diverged" for runs in groups.values() for r in runs):
-            ax.plot([], [], "kx", label="diverged after this epoch")
-        if key == "loss":
-            ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
-        ax.set_title(f"{experiment}: {label}")
-        ax.grid(alpha=0.3)
-        if groups:
-            ax.legend(fontsize=8)
-        written.append(_save(fig, plt, os.path.join(images_dir, f"{experiment}_{key}.png")))
-
     names = list(groups)
     finals = {n: [r for r in groups[n] if r["status"] == "completed"] for n in names}
-    test = [mean_std_of([r["test_acc"] for r in finals[n]]) for n in names]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.bar(range(len(names)), [m for m, _ in test], yerr=[s for _, s in test], capsize=4,
-           color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    several = any(len(finals[n]) > 1 for n in names)
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{experiment}: test accuracy" + (" (mean ± std over seeds)" if several else ""))
-    ax.grid(alpha=0.3, axis="y")
-    written.append(_save(fig, plt, os.path.join(images_dir, f"{experiment}_test_acc.png")))
-
+    stem = os.path.join(images_dir, experiment)
+    written = [_save(_curves_figure(plt, results, groups, key), plt, f"{stem}_{key}.png") for key in CURVES]
+    written.append(_save(_test_figure(plt, results, names, finals), plt, f"{stem}_test_acc.png"))
     axis = _numeric_axis(groups)
-    if axis:  # final accuracies against the swept value itself
-        values = np.array([groups[n][0]["params"][axis] for n in names], dtype=float)
-        order = np.argsort(values)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for key, label in (("val_acc", "final validation accuracy"), ("test_acc", "test accuracy")):
-            pairs = [mean_std_of([r["test_acc"] if key == "test_acc" else r["history"]["val_acc"][-1]
-                                  for r in finals[n]]) for n in names]
-            means, stds = np.array(pairs, dtype=float).T
-            ax.errorbar(values[order], means[order], yerr=stds[order], marker="o", capsize=4, label=label)
-        if axis == "lr":
-            ax.set_xscale("log")
-        ax.set_xlabel(axis)
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{experiment}: accuracy against {axis}" + (" (mean ± std over seeds)" if several else ""))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        written.append(_save(fig, plt, os.path.join(images_dir, f"{experiment}_hparam.png")))
+    if axis:
+        written.append(_save(_hparam_figure(plt, results, groups, finals, axis), plt, f"{stem}_hparam.png"))
+    if tuned:
+        written.append(_save(_isolation_figure(plt, whole), plt, f"{stem}_isolation.png"))
     return written
+
+
+def missing(out: str, name: str, found: list) -> str:
+    """One sentence for an experiment with no results: its script where it is one of the study's."""
+    if name in HUMAN_EXPERIMENTS:
+        return f"{results_path(out, name)} does not exist; run main_{name}.py first"
+    return (f"no results for {name!r} in {os.path.join(out, 'results')}; experiments there: "
+            f"{', '.join(found) or 'none yet'}")
 
 
 def main(argv=None) -> int:
     root = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description="Redraw the plots of experiments from their results files.")
     p.add_argument("experiments", nargs="*", help="experiment names (default: every results/*.json)")
-    p.add_argument("--out", default=root, help="root holding results/ and images/ (default: the repository root)")
+    p.add_argument("--out", default=root, type=out_folder,
+                   help="root holding results/ and images/ (default: the repository root)")
     args = p.parse_args(argv)
     found = experiments_in(args.out)
     names = args.experiments or found
@@ -155,7 +330,7 @@ def main(argv=None) -> int:
         return 1
     for name in names:
         if name not in found:
-            print(f"error: {results_path(args.out, name)} does not exist; run main_{name}.py first", file=sys.stderr)
+            print(f"error: {missing(args.out, name, found)}", file=sys.stderr)
             return 1
         try:
             results = read_results(args.out, name)

@@ -13,8 +13,8 @@ import os
 import sys
 
 import stats
-from results import experiments_in, read_results
-from storage import WriteError, atomic_write_text
+from results import NEUTRAL_KEYS, TITLES as HUMAN, experiments_in, fmt, progress, read_results
+from storage import WriteError, atomic_write_text, out_folder
 
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
 
@@ -31,7 +31,9 @@ PUBLISHED = {
     "consolidated": ("consolidated", "the consolidated model (Adam 1e-4, elastic net, LeakyReLU, dropout 0.25) "
                                      "is the final, improved model"),
 }
-PLOTS = ("loss", "train_acc", "val_acc", "test_acc", "hparam")
+# the consolidated model as the study published it (main_consolidated.MODELS, without importing torch)
+PUBLISHED_MODEL = dict(optimizer="adam", lr=1e-4, l1=5e-6, l2=9.5e-5, activation="leakyrelu", dropout=0.25)
+PLOTS = ("loss", "train_acc", "val_acc", "test_acc", "hparam", "isolation")
 
 
 def pts(x) -> str:
@@ -48,12 +50,18 @@ def mean_std(mean, std) -> str:
     return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
+TIE = 0.005  # test-accuracy points below which two means print alike (0.00): a tie
+
+
 def compare(rows: dict, a: str, b: str) -> str:
     """One sentence: how far setting a's test accuracy lies from b's, with its uncertainty."""
     ra, rb = rows[a], rows[b]
     if ra["test_acc_mean"] is None or rb["test_acc_mean"] is None:
         return f"{a} or {b} has no completed run to compare."
     diff = 100 * (ra["test_acc_mean"] - rb["test_acc_mean"])
+    if abs(diff) < TIE:
+        return (f"{a} and {b} tie on test accuracy at {100 * rb['test_acc_mean']:.2f}% "
+                f"(n = {ra['n']} and {rb['n']} seed(s)).")
     lead = "leads" if diff >= 0 else "trails"
     # the paired comparison is stored against the best setting: use whichever side holds it
     paired = ra["vs_best"] if rb.get("is_best") else rb["vs_best"] if ra.get("is_best") else None
@@ -66,23 +74,118 @@ def compare(rows: dict, a: str, b: str) -> str:
             f"too few to tell that from seed-to-seed noise (rerun with --seeds 3 or more).")
 
 
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad"}
+CAPS = (("train_size", "--train-size"), ("val_size", "--val-size"), ("test_size", "--test-size"))
+PER_RUN = ("seed",) + NEUTRAL_KEYS  # config keys that may differ between the runs of one sweep
+
+
+def describe_model(config: dict) -> str:
+    """A model as trained, from its run's config: 'Adam lr 0.0001, leakyrelu, dropout 0.25, L1 5e-06, L2 9.5e-05'."""
+    c = config
+    penalty = "no weight penalty" if not c.get("l1") and not c.get("l2") else \
+        f"L1 {fmt(c.get('l1', 0.0))}, L2 {fmt(c.get('l2', 0.0))}"
+    return (f"{OPTIMIZER_NAMES.get(c.get('optimizer'), c.get('optimizer'))} lr {fmt(c.get('lr'))}, "
+            f"{c.get('activation')}, dropout {fmt(c.get('dropout'))}, {penalty}")
+
+
+def images_used(runs: list, cfg: dict) -> str:
+    """'1,000 train / 250 val / 1,000 test images (capped: --train-size 1000, ...)' from the runs' records."""
+    sizes = {tuple(r["images"].get(k) for k in ("train", "val", "test")) for r in runs
+             if isinstance(r.get("images"), dict)}
+    caps = [f"{flag} {cfg[key]}" for key, flag in CAPS if cfg.get(key) is not None]
+    if len(sizes) == 1:
+        train, val, test = next(iter(sizes))
+        text = f"{train:,} train / {val:,} val / {test:,} test images"
+    else:  # records written before the counts were kept, or runs on different data
+        text = f"the {cfg.get('regime')} regime's images"
+    return text + (f" (capped: {', '.join(caps)})" if caps else "")
+
+
+def mixed_settings(runs: list) -> list:
+    """'key (a, b)' for each shared setting (not the swept ones) in which the recorded runs differ."""
+    swept = {k for r in runs for k in r["params"]}
+    values = {}
+    for run in runs:
+        for key, value in run.get("config", {}).items():
+            if key not in swept and key not in PER_RUN:
+                values.setdefault(key, set()).add(fmt(value))
+    return [f"{k} ({', '.join(sorted(v))})" for k, v in values.items() if len(v) > 1]
+
+
+def pending_text(prog: dict) -> str:
+    shown = ", ".join(prog["pending"][:6]) + (f" and {len(prog['pending']) - 6} more" if len(prog["pending"]) > 6
+                                              else "")
+    return f"not finished ({prog['finished']} of {prog['planned']} runs); pending: {shown}"
+
+
+def ranking(rows) -> list:
+    """Setting names by mean best validation accuracy, best first (those with a completed run)."""
+    ranked = [r for r in rows if r["best_val_acc_mean"] is not None]
+    return [r["setting"] for r in sorted(ranked, key=lambda r: -r["best_val_acc_mean"])]
+
+
+def tuning_lines(results: dict, rows: dict) -> list:
+    """A tuned sweep (--tune-lr): each setting's rates, its chosen one, the setting at its own
+    fixed rate beside it after tuning, and the two rankings side by side."""
+    table = stats.tuning(results)
+    fixed_rows, fixed_best = stats.summarize(stats.at_rates(results, "own"))
+    fixed = {r["setting"]: r for r in fixed_rows}
+    lines = ["**Learning rate tuned** (`--tune-lr`): every setting trained at each rate below; the table above "
+             "shows each at its chosen rate, the one with the best mean validation accuracy (test accuracy "
+             "plays no part in the choice).", "",
+             "| setting | mean best val acc % at each rate | chosen lr | at its own fixed lr: val / test % | "
+             "after tuning: val / test % |", "|---|---|---|---|---|"]
+    for setting, t in table.items():
+        rates = ", ".join(f"{fmt(r['lr'])}: {pts(r['best_val_acc_mean'])}" for r in t["rates"])
+        chosen = "-" if t["chosen_lr"] is None else fmt(t["chosen_lr"]) + (" (edge of the grid: widen it)"
+                                                                            if t["at_edge"] else "")
+        own = fixed.get(setting)
+        at_own = "not in the grid" if own is None else f"{pts(own['best_val_acc_mean'])} / {pts(own['test_acc_mean'])}"
+        r = rows.get(setting, {})
+        lines.append(f"| {setting} | {rates} | {chosen} | {at_own} | "
+                     f"{pts(r.get('best_val_acc_mean'))} / {pts(r.get('test_acc_mean'))} |")
+    before, after = ranking(fixed_rows), ranking(rows.values())
+    lines += ["", f"Ranking at the fixed rates: {', '.join(before) or '-'}. "
+                  f"Ranking after tuning: {', '.join(after) or '-'}."]
+    if before and after:
+        lines[-1] += (f" The winner changed: {before[0]} at the fixed rates, {after[0]} after tuning."
+                      if before[0] != after[0] else f" The winner is the same: {after[0]}.")
+        if len(before) != len(after):
+            lines[-1] += " (Only settings whose own rate was in the grid rank at the fixed rates.)"
+    return lines + [""]
+
+
 def section(experiment: str, results: dict, images_dir: str, images_rel: str) -> tuple:
     summary, best_info = stats.summarize(results)  # recomputed, so older results files work too
     rows = {r["setting"]: r for r in summary}
     best = best_info and best_info["setting"]
     runs = results["runs"]
-    cfg = runs[0]["config"] if runs else {}
-    lines = [f"## {experiment.replace('_', ' ').capitalize()}", ""]
+    cfg = runs[0]["config"] if runs and isinstance(runs[0].get("config"), dict) else {}
+    lines = [f"## {HUMAN.get(experiment, experiment)}", ""]
     if cfg:
-        lines += [f"{cfg['dataset']}, regime {cfg['regime']}, {cfg['epochs']} epochs, {cfg['image_size']} px, "
-                  f"batch {cfg['batch_size']}, {cfg['precision']} on {cfg['device']}; "
+        lines += [f"{cfg['dataset']}, regime {cfg['regime']}: {images_used(runs, cfg)}; {cfg['epochs']} epochs, "
+                  f"{cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['precision']} on {cfg['device']}; "
                   f"{len(runs)} run(s) in `results/{experiment}.json`.", ""]
+    mixed = mixed_settings(runs)
+    if mixed:
+        lines += [f"**Mixed settings.** These runs were not all trained alike: {'; '.join(mixed)}. The line "
+                  f"above describes the first; rerun the others with the same flags (and --fresh) to compare "
+                  f"like with like.", ""]
+    prog = results.get("progress")
+    if prog and prog["pending"]:
+        lines += [f"**{pending_text(prog).capitalize()}.** The table and verdict use the runs recorded so far.", ""]
+    if experiment == "consolidated":
+        configs = {run["name"]: run.get("config") or run["params"] for run in runs}
+        lines += ["Models as trained: " + "; ".join(f"{name}: {describe_model(configs[name])}" for name in rows)
+                  + ".", ""]
     lines += ["| setting | n | test acc % (mean ± std) | 95% interval | best val acc % | "
               "vs best: test diff (points) | 95% interval | p |",
               "|---|---|---|---|---|---|---|---|"]
+    tied = [n for n, r in rows.items() if best and n != best and r["best_val_acc_mean"] is not None
+            and abs(r["best_val_acc_mean"] - rows[best]["best_val_acc_mean"]) < TIE / 100]
     for name, r in rows.items():
         vs = r.get("vs_best") or {}
-        note = " (best)" if name == best else ""
+        note = "" if name != best else f" (best; tied on validation with {', '.join(tied)})" if tied else " (best)"
         if r["diverged"]:
             note += f" ({r['diverged']} diverged)"
         if r["failed"]:
@@ -93,6 +196,8 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
                      f"{interval(r['test_acc_ci95'])} | {mean_std(r['best_val_acc_mean'], r['best_val_acc_std'])} | "
                      f"{diff} | {'-' if name == best else interval(vs.get('ci95'))} | {p} |")
     lines.append("")
+    if stats.is_tuned(results):
+        lines += tuning_lines(results, rows)
     verdict = "No setting completed."
     if best:
         others = [n for n, r in rows.items() if n != best and r["best_val_acc_mean"] is not None]
@@ -100,7 +205,8 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
             verdict = compare(rows, "consolidated", "baseline")
         elif others:
             runner = max(others, key=lambda n: rows[n]["best_val_acc_mean"])
-            verdict = (f"Best by validation accuracy: {best}. " + compare(rows, best, runner))
+            lead = f"Best by validation accuracy: {best}" + (f", tied with {', '.join(tied)}" if tied else "")
+            verdict = f"{lead}. " + compare(rows, best, runner)
         else:
             verdict = f"Only {best} completed."
         if best_info["at_edge"]:
@@ -113,38 +219,75 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
     return lines, best, rows
 
 
-def class_sections(out: str, images_rel: str) -> list:
+def class_sections(out: str, images_rel: str, runs: list) -> list:
     """Per-class accuracy and confusion matrices of the baseline and consolidated models,
-    from evaluate.py's files (main_consolidated.py --evaluate), where they exist."""
+    from evaluate.py's files (main_consolidated.py --evaluate), where they exist and were
+    made from the weights the consolidated sweep's records (runs) now name; others are stale."""
     import glob
     import json
-    found = {}
+    found, stale = {}, []
+    current = {(r["name"], r["seed"]): r.get("run_id") for r in runs}
     for path in sorted(glob.glob(os.path.join(out, "results", "consolidated_*_eval.json"))):
         run = os.path.basename(path)[len("consolidated_"):-len("_eval.json")]
         try:
             with open(path) as f:
-                found[run] = json.load(f)
-            if not isinstance(found[run]["classes"], list) or not isinstance(found[run]["per_class"], dict):
+                data = json.load(f)
+            if not isinstance(data["classes"], list) or not isinstance(data["per_class"], dict):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{path} is not an evaluation file evaluate.py wrote; delete it and run "
                              f"main_consolidated.py --evaluate") from None
-    if not found:
-        return []
-    runs = list(found)
-    classes = found[runs[0]]["classes"]
-    lines = ["## The consolidated model and the baseline, class by class", "",
-             "Test accuracy per class of each saved model (`main_consolidated.py --evaluate`), in percent.", "",
-             "| class | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
-    for name in classes:
-        cells = [found[r]["per_class"].get(name) for r in runs]
-        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.2f}" for v in cells) + " |")
-    lines.append("| **all** | " + " | ".join(f"**{100 * found[r]['test_acc']:.2f}**" for r in runs) + " |")
-    lines.append("")
-    for run in runs:
-        lines.append(f"![consolidated {run} confusion matrix]({images_rel}/consolidated_{run}_confusion.png)")
-    lines.append("")
+        if data.get("run_id") is None or current.get((data.get("name"), data.get("seed"))) != data["run_id"]:
+            stale.append(os.path.basename(path))
+        else:
+            found[run] = data
+    lines = []
+    if found:
+        runs = list(found)
+        classes = found[runs[0]]["classes"]
+        lines += ["## The consolidated model and the baseline, class by class", "",
+                  "Test accuracy per class of each saved model (`main_consolidated.py --evaluate`), in percent.", "",
+                  "| class | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+        for name in classes:
+            cells = [found[r]["per_class"].get(name) for r in runs]
+            lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.2f}" for v in cells) + " |")
+        lines.append("| **all** | " + " | ".join(f"**{100 * found[r]['test_acc']:.2f}**" for r in runs) + " |")
+        lines.append("")
+        for run in runs:
+            lines.append(f"![consolidated {run} confusion matrix]({images_rel}/consolidated_{run}_confusion.png)")
+        lines.append("")
+    if stale:
+        lines += [f"Not shown: {', '.join(f'`results/{name}`' for name in stale)}, evaluation(s) of weights that "
+                  f"are not the recorded runs' (retrained since, or written before evaluations named their "
+                  f"run); run `main_consolidated.py --evaluate` with the training's flags to redo them.", ""]
     return lines
+
+
+def finding(experiment: str, results: dict, best, rows: dict) -> str:
+    """The findings table's row: the published claim, what these runs found, and whether they agree."""
+    published, claim = PUBLISHED[experiment]
+    prog = results["progress"]
+    if experiment == "consolidated":
+        both = {"baseline", "consolidated"} <= set(rows)
+        ours = "-" if not best else compare(rows, "consolidated", "baseline") if both \
+            else "baseline or consolidated missing"
+        agree = "-"
+        if both and rows["consolidated"]["test_acc_mean"] is not None and rows["baseline"]["test_acc_mean"] is not None:
+            diff = 100 * (rows["consolidated"]["test_acc_mean"] - rows["baseline"]["test_acc_mean"])
+            agree = "no (a tie)" if abs(diff) < TIE else "yes" if diff > 0 else "no"
+        config = next((r.get("config") for r in results["runs"] if r["name"] == "consolidated"), None)
+        if config and any(config.get(k) != v for k, v in PUBLISHED_MODEL.items()):
+            ours = f"this run's consolidated model is not the study's ({describe_model(config)}); " + ours
+    else:
+        ours = f"best: {best}" if best else "nothing completed"
+        if best and published in rows and published != best:
+            ours += "; " + compare(rows, best, published)
+        agree = "-" if not best else "yes" if best == published else \
+            "not swept" if published not in rows else "no"
+    if prog["pending"]:
+        ours = f"{pending_text(prog)}; so far " + ours
+        agree = "-"
+    return f"| {experiment} | {claim} | {ours} | {agree} |"
 
 
 def build_report(out: str) -> str:
@@ -154,6 +297,7 @@ def build_report(out: str) -> str:
     for experiment in EXPERIMENTS:
         if experiment in present:
             found[experiment] = read_results(out, experiment)
+            found[experiment]["progress"] = progress(out, experiment, found[experiment]["runs"])
     if not found:
         raise FileNotFoundError(f"no results files in {results_dir}; run a main_*.py script first")
     images_dir = os.path.join(out, "images")
@@ -166,22 +310,8 @@ def build_report(out: str) -> str:
     for experiment, results in found.items():
         body, best, rows = section(experiment, results, images_dir, images_rel)
         lines += body
-        published, claim = PUBLISHED[experiment]
-        if experiment == "consolidated":
-            ours = "-" if not best else compare(rows, "consolidated", "baseline") if {
-                "baseline", "consolidated"} <= set(rows) else "baseline or consolidated missing"
-            agree = "-"
-            if {"baseline", "consolidated"} <= set(rows) and rows["consolidated"]["test_acc_mean"] is not None \
-                    and rows["baseline"]["test_acc_mean"] is not None:
-                agree = "yes" if rows["consolidated"]["test_acc_mean"] > rows["baseline"]["test_acc_mean"] else "no"
-        else:
-            ours = f"best: {best}" if best else "nothing completed"
-            if best and published in rows and published != best:
-                ours += "; " + compare(rows, best, published)
-            agree = "-" if not best else "yes" if best == published else \
-                "not swept" if published not in rows else "no"
-        findings.append(f"| {experiment} | {claim} | {ours} | {agree} |")
-    lines += class_sections(out, images_rel)
+        findings.append(finding(experiment, results, best, rows))
+    lines += class_sections(out, images_rel, found.get("consolidated", {}).get("runs", []))
     lines += ["## The study's findings beside these runs", "",
               "| ablation | published finding | this run | agrees |", "|---|---|---|---|", *findings, "",
               "A finding 'agrees' when this run's best setting is the one the study declared best "
@@ -193,7 +323,8 @@ def build_report(out: str) -> str:
 def main(argv=None) -> int:
     root = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=root, help="root holding results/ and images/ (default: the repository root)")
+    p.add_argument("--out", default=root, type=out_folder,
+                   help="root holding results/ and images/ (default: the repository root)")
     args = p.parse_args(argv)
     try:
         text = build_report(args.out)

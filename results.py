@@ -19,6 +19,9 @@ import os
 from storage import atomic_write_text, locked
 
 STATUSES = ("completed", "diverged", "failed")
+# how reports and plots name each experiment
+TITLES = {"learning_rate": "Learning rate", "optimizer": "Optimizer", "weight_regularization": "Weight regularisation",
+          "activation": "Activation", "dropout": "Dropout", "consolidated": "Consolidated model"}
 CURVES = ("loss", "train_acc", "val_acc")
 
 
@@ -46,6 +49,10 @@ def record_path(out: str, experiment: str, name: str, seed: int) -> str:
     return os.path.join(records_dir(out, experiment), f"{name}_seed{seed}.json")
 
 
+def plan_path(out: str, experiment: str) -> str:
+    return os.path.join(out, "results", f".{experiment}.planned.json")
+
+
 def experiments_in(out: str) -> list:
     """Names of the experiments with run records or a results file under out/results (not
     bench.py's or evaluate.py's files, which share the folder)."""
@@ -53,9 +60,9 @@ def experiments_in(out: str) -> list:
     if not os.path.isdir(folder):
         return []
     found = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
-             and any(f.endswith(".json") for f in os.listdir(os.path.join(folder, d)))}
+             and any(f.endswith(".json") and not f.startswith(".") for f in os.listdir(os.path.join(folder, d)))}
     for f in os.listdir(folder):
-        if f.endswith(".json") and f[:-5] not in found and not f.endswith("_eval.json") \
+        if f.endswith(".json") and f[:-5] not in found and not f.endswith("_eval.json") and not f.startswith(".") \
                 and not f.startswith("bench"):
             found.add(f[:-5])
     return sorted(found)
@@ -66,6 +73,23 @@ def experiments_in(out: str) -> list:
 
 def _number_or_none(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _accuracy_or_none(value) -> bool:
+    return value is None or (_number_or_none(value) and 0 <= value <= 1)  # NaN is not in [0, 1]
+
+
+def _loss_or_none(value) -> bool:
+    return value is None or (_number_or_none(value) and math.isfinite(value) and value >= 0)
+
+
+def _non_finite(value) -> bool:
+    """Whether value holds NaN or infinity anywhere (json.load reads them; this repository writes null)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (dict, list)):
+        return any(map(_non_finite, value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def run_problem(run) -> str | None:
@@ -91,6 +115,26 @@ def run_problem(run) -> str | None:
             return f"run {name!r} has a {key!r} that is not a number"
     if run["status"] == "completed" and run.get("test_acc") is None:
         return f"completed run {name!r} has no test_acc"
+    return _impossible(run, name)
+
+
+def _impossible(run: dict, name: str) -> str | None:
+    """Why a well-formed record cannot be true, or None: every epoch has a loss and both
+    accuracies, losses are finite and >= 0, accuracies lie in [0, 1], nothing is NaN or infinite."""
+    history = run["history"]
+    if len({len(history[key]) for key in CURVES}) > 1:
+        return (f"run {name!r} has history lists of different lengths ("
+                + ", ".join(f"{key} {len(history[key])}" for key in CURVES) + ")")
+    if not all(map(_loss_or_none, history["loss"])):
+        return f"run {name!r} has a history.loss entry that is not a finite number of at least 0"
+    for key in ("train_acc", "val_acc"):
+        if not all(map(_accuracy_or_none, history[key])):
+            return f"run {name!r} has a history.{key} entry that is not an accuracy in [0, 1]"
+    for key in ("test_acc", "best_val_acc", "test_acc_at_best"):
+        if not _accuracy_or_none(run.get(key)):
+            return f"run {name!r} has a {key!r} that is not an accuracy in [0, 1]"
+    if _non_finite(run):
+        return f"run {name!r} holds NaN or infinity, which this repository writes as null"
     return None
 
 
@@ -173,6 +217,49 @@ def finished(run: dict | None, config: dict) -> bool:
 
 
 # ---------------------------------------------------------------------------
+# What a sweep set out to train, and what of it is finished
+
+def run_key(name: str, seed: int) -> str:
+    return f"{name} seed {seed}"
+
+
+def add_to_plan(out: str, experiment: str, configs: dict) -> None:
+    """Record that {run_key: config} are to be trained (the newest config of a run wins), under
+    the experiment's lock, so that a reader can tell a finished sweep from one still under way."""
+    path = plan_path(out, experiment)
+    with locked(os.path.join(out, "results", f".{experiment}.lock")):
+        planned = read_plan(out, experiment)
+        planned.update(configs)
+        atomic_write_text(path, to_json({"runs": planned}))
+
+
+def read_plan(out: str, experiment: str) -> dict:
+    """{run_key: config} of every run a sweep on this --out set out to train; {} for results
+    written before plans were kept (such sweeps count as finished)."""
+    path = plan_path(out, experiment)
+    if not os.path.exists(path):
+        return {}
+    planned = _read_json(path)
+    runs = planned.get("runs") if isinstance(planned, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(c, dict) for c in runs.values()):
+        _refuse(path, "it holds no object of planned runs")
+    return runs
+
+
+def progress(out: str, experiment: str, runs: list) -> dict:
+    """{"planned", "finished", "pending", "failed"}: how many runs the sweeps on this --out set
+    out to train, how many of them are finished (completed or diverged) with the config they
+    were planned with, and the run keys of the others (failed: those whose last try failed).
+    Runs recorded but never planned count as planned and finished."""
+    planned = read_plan(out, experiment)
+    latest = {run_key(r["name"], r["seed"]): r for r in runs}
+    pending = [key for key, config in planned.items() if not finished(latest.get(key), config)]
+    failed = [key for key in pending if latest.get(key, {}).get("status") == "failed"]
+    total = len(set(planned) | {k for k, r in latest.items() if r["status"] in ("completed", "diverged")})
+    return {"planned": total, "finished": total - len(pending), "pending": pending, "failed": failed}
+
+
+# ---------------------------------------------------------------------------
 # Writing
 
 def _json_safe(value):
@@ -222,6 +309,13 @@ def write_results(out: str, experiment: str, order: list | None = None) -> dict:
     with locked(os.path.join(out, "results", f".{experiment}.lock")):
         results = read_results(out, experiment, order)
         results["summary"], results["best"] = stats.summarize(results)
+        results["progress"] = progress(out, experiment, results["runs"])
+        if stats.is_tuned(results):  # --tune-lr: each setting's rates, and the ranking at the fixed rates
+            results["tuning"] = stats.tuning(results)
+            chosen = {s: t["chosen_lr"] for s, t in results["tuning"].items()}
+            for run in results["runs"]:
+                run["at_chosen_lr"] = stats.lr_of(run) == chosen[stats.setting_of(run)]
+            results["fixed"] = dict(zip(("summary", "best"), stats.summarize(stats.at_rates(results, "own"))))
         atomic_write_text(results_path(out, experiment), to_json(results))
         atomic_write_text(os.path.join(out, "results", f"{experiment}.csv"), _csv(results["runs"]))
     return results

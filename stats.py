@@ -107,7 +107,14 @@ def summarize(results: dict) -> tuple:
     over its seeds (mean, std, t interval, n) and a paired comparison of test accuracy
     with the best setting over the seeds both share (rows), and best = {"setting",
     "at_edge"} (None when nothing completed). The best setting is the one with
-    the highest mean best validation accuracy: chosen on validation, judged on test."""
+    the highest mean best validation accuracy: chosen on validation, judged on test.
+    A tuned sweep (--tune-lr) is summarised at each setting's chosen rate (row "lr")."""
+    if is_tuned(results):
+        rows, best = summarize(at_rates(results))
+        table = tuning(results)
+        for row in rows:
+            row["lr"] = table[row["setting"]]["chosen_lr"]
+        return rows, best
     settings = {}
     for run in results["runs"]:
         settings.setdefault(run["name"], []).append(run)
@@ -145,3 +152,61 @@ def _at_edge(rows: list, best: dict) -> bool:
     if not all(isinstance(v, (int, float)) for v in values):
         return False
     return best["params"][key] in (min(values), max(values))
+
+
+# ---------------------------------------------------------------------------
+# Tuned sweeps (--tune-lr): each setting at its own best learning rate
+
+def lr_of(run: dict):
+    return run.get("config", {}).get("lr", run["params"].get("lr"))
+
+
+def setting_of(run: dict) -> str:
+    """The setting a run belongs to: a tuned run's, else its own name (a run at its setting's own rate)."""
+    return run["tune"]["setting"] if isinstance(run.get("tune"), dict) else run["name"]
+
+
+def is_tuned(results: dict) -> bool:
+    return any(isinstance(run.get("tune"), dict) for run in results["runs"])
+
+
+def tuning(results: dict) -> dict:
+    """setting -> {"own_lr", "rates": [{"lr", "n", "best_val_acc_mean", "test_acc_mean"}] (ascending),
+    "chosen_lr", "at_edge"}: the rate with the highest mean best validation accuracy over its
+    completed seeds (ties: the smaller rate), chosen on validation only; at_edge where it is the
+    smallest or largest of two or more rates tried."""
+    by_setting = {}
+    for run in results["runs"]:
+        by_setting.setdefault(setting_of(run), []).append(run)
+    table = {}
+    for setting, runs in by_setting.items():
+        tuned = [r["tune"] for r in runs if isinstance(r.get("tune"), dict)]
+        own = tuned[0]["own_lr"] if tuned else lr_of(runs[0])
+        rates = []
+        for lr in sorted({lr_of(r) for r in runs}):
+            done = [r for r in runs if lr_of(r) == lr and r["status"] == "completed"]
+            val, test = describe([r["best_val_acc"] for r in done]), describe([r["test_acc"] for r in done])
+            rates.append({"lr": lr, "n": val["n"], "best_val_acc_mean": val["mean"], "test_acc_mean": test["mean"]})
+        scored = [r for r in rates if r["best_val_acc_mean"] is not None]
+        chosen = max(scored, key=lambda r: (r["best_val_acc_mean"], -r["lr"]))["lr"] if scored else None
+        table[setting] = {"own_lr": own, "rates": rates, "chosen_lr": chosen,
+                          "at_edge": chosen is not None and len(rates) > 1 and chosen in (rates[0]["lr"],
+                                                                                         rates[-1]["lr"])}
+    return table
+
+
+def at_rates(results: dict, which: str = "chosen") -> dict:
+    """A results dict of each setting's runs at its chosen rate (which="chosen") or at its own,
+    un-tuned rate (which="own"), named after the setting and with the setting's own params, so
+    that summarize, plots and tables treat it as an ordinary sweep."""
+    table = tuning(results)
+    target = {s: t["own_lr"] if which == "own" or t["chosen_lr"] is None else t["chosen_lr"] for s, t in table.items()}
+    present = {(setting_of(r), lr_of(r)) for r in results["runs"]}
+    runs = []
+    for run in results["runs"]:
+        setting = setting_of(run)
+        if lr_of(run) == target[setting] or (which == "chosen" and (setting, target[setting]) not in present):
+            params = run["tune"]["params"] if isinstance(run.get("tune"), dict) else run["params"]
+            runs.append({**{k: v for k, v in run.items() if k != "tune"}, "name": setting, "params": params,
+                         "run_name": run["name"]})
+    return {**results, "runs": runs}

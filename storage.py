@@ -10,6 +10,7 @@ full, no permission) removes its temporary file, leaves the previous file in
 place and raises WriteError with one sentence naming the path and the cause.
 Ctrl-C or SIGTERM arriving mid-write takes effect when the write is done.
 """
+import argparse
 import contextlib
 import os
 import signal
@@ -165,6 +166,14 @@ def atomic_write(path: str, write, binary: bool = True) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def out_folder(text: str) -> str:
+    """--out as argparse reads it: an empty path would write into the current folder unasked."""
+    if not text:
+        raise argparse.ArgumentTypeError("the empty string names no folder; give one, e.g. --out . for the "
+                                         "current folder")
+    return text
 
 
 def check_writable(folder: str) -> None:

@@ -8,8 +8,10 @@ it differs from train.DEFAULTS (regime, epochs). Everything else is here.
 import argparse
 import math
 import os
+import re
 import signal
 import socket
+import uuid
 from dataclasses import dataclass
 
 import logs
@@ -17,16 +19,32 @@ import storage
 
 storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
 from data import DATASETS, REGIMES  # noqa: E402
-from results import (ResultsError, finished, fmt, read_results, results_path, same_config,  # noqa: E402,F401
-                     table, write_record, write_results)  # fmt: the scripts use sweep.fmt
+from results import (ResultsError, add_to_plan, finished, fmt, read_results, results_path,  # noqa: E402,F401
+                     run_key, same_config, table, write_record, write_results)  # fmt: the scripts use sweep.fmt
 from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def ascii_only(text: str) -> str:
+    """text, or ValueError where it holds what int() and float() take but no one means on a
+    command line: '1_0', or digits of other scripts ('１０')."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(text)
+    return text
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad input ends the program with exit code 2 and one line, before any work."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if hasattr(self, "_negative_number_matcher"):  # -1e-4 is a value (that --values refuses), not a flag
+            self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -35,7 +53,7 @@ class OneLineParser(argparse.ArgumentParser):
 def whole_number(text: str, low: int = 1, high: int | None = None) -> int:
     """An integer in [low, high]; argparse reports the ArgumentTypeError as one line."""
     try:
-        value = int(text)
+        value = int(ascii_only(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < low or (high is not None and value > high):
@@ -69,7 +87,7 @@ def image_size(text):
 
 def seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = float(ascii_only(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value) or value < 0:
@@ -84,7 +102,7 @@ def fuse(text: str):
 def parse_number(text: str, what: str = "value", allow_zero: bool = False) -> float:
     """A finite number above zero (or at least zero); ValueError with one clear sentence otherwise."""
     try:
-        value = float(text)
+        value = float(ascii_only(text))
     except ValueError:
         raise ValueError(f"{what} {text!r} is not a number") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -113,6 +131,11 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
     p.add_argument("--seed", type=seed, help=f"seed of initialisation, data order and flips {d('seed')}")
     p.add_argument("--seeds", type=positive_int, default=1,
                    help="repeat every setting with seeds seed, seed+1, ... (default: 1)")
+    if experiment != "learning_rate":
+        p.add_argument("--tune-lr", nargs="+", type=tune_rate, metavar="V",
+                       help="train every setting at each of these learning rates (1e-4 3e-4 1e-3) or multiples of "
+                            "its own rate (x0.3 x1 x3), and compare the settings each at its own best rate, "
+                            "chosen on validation accuracy (default: each setting at its own rate only)")
     p.add_argument("--device", help=f"auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps {d('device')}")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto: bf16 autocast where the device has bf16 units (CUDA 8.0+, CPUs with AVX512-BF16 or "
@@ -141,7 +164,7 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
                         f"best, or none (its record and plots only) {d('save')}")
     p.add_argument("--no-disk-check", action="store_true",
                    help="train even where --out's free space looks too small for the sweep's checkpoints")
-    p.add_argument("--out", default=ROOT,
+    p.add_argument("--out", default=ROOT, type=storage.out_folder,
                    help="root for models/, images/ and results/ (default: the repository root)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are already complete")
     p.add_argument("--quick", action="store_true",
@@ -194,16 +217,48 @@ class Job:
     config: dict
     stem: str  # file name of its checkpoints
     desc: str  # how the log names it
+    tune: dict | None = None  # --tune-lr: {"setting", "own_lr", "params", "grid"}
 
 
-def plan(sweep: list, base: dict, seeds: int) -> list:
+def plan(sweep: list, base: dict, seeds: int, tunes: dict | None = None) -> list:
     jobs = []
     for name, params in sweep:
         for k in range(seeds):
             config = {**base, **params, "seed": base["seed"] + k}
             jobs.append(Job(name, params, config, name if seeds == 1 else f"{name}_seed{config['seed']}",
-                            name if seeds == 1 else f"{name} seed {config['seed']}"))
+                            name if seeds == 1 else f"{name} seed {config['seed']}", (tunes or {}).get(name)))
     return jobs
+
+
+def tune_rate(text: str) -> tuple:
+    """One --tune-lr entry: ("x", m) for a multiple xM of each setting's own rate, ("lr", r) for a rate."""
+    multiple = text[:1] in ("x", "*")
+    try:
+        return ("x" if multiple else "lr", parse_number(text[1:] if multiple else text,
+                                                        "multiple" if multiple else "rate"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def tuned_sweep(sweep: list, base: dict, grid: list) -> tuple:
+    """(the runs of --tune-lr: every setting at every rate of grid, {run name: its tune info}).
+    The run at a setting's own rate keeps the setting's name, so a finished plain sweep's run
+    is reused; the others are named <setting>_at_lr<rate>. ValueError for a bad grid."""
+    kinds = {kind for kind, _ in grid}
+    if len(kinds) > 1:
+        raise ValueError("mixes rates and multiples (x...); give either rates (1e-4 3e-4) or multiples (x0.3 x1 x3)")
+    labels = [("x" if kind == "x" else "") + fmt(value) for kind, value in grid]
+    runs, tunes = [], {}
+    for name, params in sweep:
+        own = params.get("lr", base["lr"])
+        rates = [float(f"{value * own:.6g}") if kind == "x" else value for kind, value in grid]
+        if len(set(rates)) < len(rates):
+            raise ValueError(f"gives setting {name!r} the same rate twice ({', '.join(map(fmt, rates))})")
+        for rate in rates:
+            run = name if rate == own else f"{name}_at_lr{fmt(rate)}"
+            runs.append((run, {**params, "lr": rate}))
+            tunes[run] = {"setting": name, "own_lr": own, "params": params, "grid": labels}
+    return runs, tunes
 
 
 def my_shard(jobs: list, shard) -> list:
@@ -272,20 +327,35 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
     if len(set(names)) != len(names):
         parser.error("argument --values: a value is given twice")
     base = resolve_config(args, settings)
+    tunes = None
+    if getattr(args, "tune_lr", None):
+        try:
+            sweep, tunes = tuned_sweep(sweep, base, args.tune_lr)
+        except ValueError as err:
+            parser.error(f"argument --tune-lr: {err}")
+    args.tunes = tunes
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
+    largest, last = 2**31 - 1, base["seed"] + args.seeds - 1  # as --seed allows
+    if last > largest:
+        parser.error(f"argument --seeds: seeds {base['seed']} to {last} go past {largest}, the largest seed; "
+                     f"use at most --seeds {largest - base['seed'] + 1}")
     world = int(os.environ.get("WORLD_SIZE", "1"))  # processes torchrun started
     if args.fuse not in ("auto", 1):
         if world > 1 and args.strategy == "ddp":
             parser.error("argument --fuse: --strategy ddp trains one run at a time; use --fuse 1")
-    for folder in ("results", "models", "images"):
+    # every folder a run writes in: an unwritable one would otherwise stop the sweep after the data loads
+    for folder in ("results", os.path.join("results", experiment), "models", os.path.join("models", experiment),
+                   "images"):
         try:
             storage.check_writable(os.path.join(args.out, folder))
         except storage.WriteError as err:
             parser.error(f"argument --out: {err}")
     try:
         device = pick_device(base["device"], world)
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"argument --device: {err}")
     except (RuntimeError, AssertionError, ValueError) as err:
         parser.error(f"argument --device: {base['device']!r} is not available here ({err})".split("\n")[0])
     try:
@@ -298,8 +368,11 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
 def pick_device(name: str, world: int):
     """The training device; under torchrun on CUDA, this process's own GPU."""
     import torch
-    from train import resolve_device
+    from train import not_a_training_device, resolve_device
     device = resolve_device(name)
+    problem = not_a_training_device(name, device)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -339,6 +412,11 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     from train import Split, resolve_precision, tune_backends
 
     ddp = world > 1 and args.strategy == "ddp"
+    if not my_shard(plan(sweep, base, args.seeds), args.shard):  # nothing to train, record or plot
+        runs = len(sweep) * args.seeds
+        logs.info(f"shard {args.shard[0]}/{args.shard[1]} of this sweep has no runs: the sweep has only {runs} "
+                  f"(setting, seed) run(s); use at most {runs} shard(s)")
+        return 0
     tune_backends(device)
     # the same config on every rank and for any number of processes
     base["device"] = (device.type if world > 1 else str(device)) if base["device"] == "auto" else base["device"]
@@ -348,17 +426,23 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
                   rank=rank if ddp else 0, world_size=world if ddp else 1)
     how = (f", {world} processes, " + ("each run data-parallel over all" if ddp else "runs spread over them")
            if world > 1 else "") + (f", shard {args.shard[0]}/{args.shard[1]}" if args.shard else "")
-    logs.info(f"{experiment}: {len(sweep)} settings x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
+    tunes = getattr(args, "tunes", None)
+    settings = (f"{len(sweep) // len(args.tune_lr)} settings x {len(args.tune_lr)} learning rates (--tune-lr)"
+                if tunes else f"{len(sweep)} settings")
+    logs.info(f"{experiment}: {settings} x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
               f"{len(train_idx)} train / {len(val_idx)} val / {len(split.test.indices)} test images at "
               f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}{how}")
 
     order = [name for name, _ in sweep]
-    jobs = my_shard(plan(sweep, base, args.seeds), args.shard)
+    everything = plan(sweep, base, args.seeds, getattr(args, "tunes", None))  # with the device and precision resolved
+    jobs = my_shard(everything, args.shard)
     models_dir = os.path.join(args.out, "models", experiment)
     pending, done = split_finished(jobs, args, experiment)
     for job, old in done:
         logs.info(f"{job.desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
                   f"(--fresh retrains it)")
+    if rank == 0:  # what this sweep sets out to train, so that readers can tell it from a finished one
+        add_to_plan(args.out, experiment, {run_key(j.name, j.config["seed"]): j.config for j in everything})
     mine = pending
     if world > 1 and not ddp:
         epochs_left = lambda job: job.config["epochs"] - _resume_epoch(models_dir, job)
@@ -396,7 +480,7 @@ def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
     its optimizers' real state (checkpoints.py): {"pending", "file", "files", "resume", "k",
     "low", "high", "folder"}; None when nothing is left to train."""
     import checkpoints
-    pending, _ = split_finished(my_shard(plan(sweep, base, args.seeds), args.shard), args, experiment)
+    pending, _ = split_finished(my_shard(plan(sweep, base, args.seeds, getattr(args, "tunes", None)), args.shard), args, experiment)
     if not pending:
         return None
     classes = KNOWN_CLASSES.get(base["dataset"], 10)
@@ -608,11 +692,13 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
         def record(j: int, outcome: dict, part: list) -> None:
             """Record run chosen[j], trained in a group with the runs chosen[part]."""
             job = jobs[chosen[j]]
-            entry = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config}
+            entry = {"name": job.name, "params": job.params, "seed": job.config["seed"], "config": job.config,
+                     **({"tune": job.tune} if job.tune else {})}
             state_dict, best_state = outcome.pop("model", None), outcome.pop("best_model", None)
             entry.update(outcome, trained_on=trained_on, world_size=split.world_size,
                          fused_with=[names[i] for i in part if i != j],
-                         classes=[str(c) for c in dataset.classes])
+                         classes=[str(c) for c in dataset.classes], images={part: len(getattr(split, part).indices) for part in ("train", "val", "test")},
+                         run_id=uuid.uuid4().hex)  # ties evaluations to this training's checkpoints
             if lead:
                 with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
                     record_run(experiment, entry, state_dict, best_state, dataset, args.out, models_dir, job.stem,
@@ -645,7 +731,7 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                         train_part(left[half:])
                         return
                     config = jobs[chosen[left[0]]].config if left else {}
-                    message = (f"out of memory ({message.splitlines()[0][:160]}): one run at batch "
+                    message = (f"out of memory ({logs.shorten(message.splitlines()[0], 160)}): one run at batch "
                                f"{config.get('batch_size')} and {config.get('image_size')} px does not fit on "
                                f"{split.train.device}; lower --batch-size or --image-size, or train on a device "
                                f"with more memory")
@@ -695,11 +781,36 @@ def record_run(experiment, record, state_dict, best_state, dataset, out, models_
             if kept[name] is None and os.path.exists(path):  # an earlier training's, no longer this run's
                 os.remove(path)
         record["checkpoints"] = kept
+    if state_dict is not None:
+        forget_evaluations(out, experiment, stem)
     write_record(out, experiment, record)
     write_results(out, experiment, order)
     resume = checkpoints.resume_path(models_dir, stem)
     if state_dict is not None and os.path.exists(resume):
         os.remove(resume)
+
+
+def forget_evaluations(out: str, experiment: str, stem: str) -> None:
+    """Remove evaluate.py's files of a run's earlier checkpoints, which a new training replaces."""
+    for name in (stem, f"{stem}.best"):
+        paths = [os.path.join(out, "results", f"{experiment}_{name}_eval.json")]
+        paths += [os.path.join(out, "images", f"{experiment}_{name}_{kind}.png")
+                  for kind in ("confusion", "filters", "mistakes")]
+        for path in paths:
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def tuning_table(results: dict) -> str:
+    """--tune-lr: each setting's mean best validation accuracy at every rate, its chosen rate marked *."""
+    lines = ["learning rate tuning: mean best validation accuracy over seeds, * the chosen rate (on validation)"]
+    for setting, t in results["tuning"].items():
+        cells = [f"{fmt(r['lr'])}{'*' if r['lr'] == t['chosen_lr'] else ''} "
+                 + ("-" if r["best_val_acc_mean"] is None else f"{100 * r['best_val_acc_mean']:.2f}%")
+                 for r in t["rates"]]
+        edge = "  (at the edge of the grid: widen the grid)" if t["at_edge"] else ""
+        lines.append(f"  {setting}: " + ", ".join(cells) + edge)
+    return "\n".join(lines)
 
 
 def finish(experiment, args, jobs, order, models_dir, failed) -> int:
@@ -715,8 +826,12 @@ def finish(experiment, args, jobs, order, models_dir, failed) -> int:
         logs.info(f"\n{missing} run(s) of this {'shard' if args.shard else 'sweep'} are not recorded yet "
                   "(another process is training them); rerun or run plotting.py once they finish")
     best = results.get("best")
+    if results.get("tuning"):
+        logs.info("\n" + tuning_table(results))
     if best:
-        logs.info(f"\nbest by mean validation accuracy: {best['setting']}")
+        logs.info(f"\nbest by mean validation accuracy: {best['setting']}"
+                  + (f" (each setting at its own best rate; at the fixed rates: {results['fixed']['best']['setting']})"
+                     if results.get("tuning") and results["fixed"]["best"] else ""))
         if best["at_edge"]:
             logs.info("it lies at the edge of the swept range: widen the range (--values) before calling it optimal")
     logs.info(f"\nresults: {results_path(args.out, experiment)}  checkpoints: {models_dir}  "

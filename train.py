@@ -79,6 +79,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def not_a_training_device(name: str, device: torch.device) -> str | None:
+    """One sentence where --device name gives a device that holds no real tensors (meta) or
+    that this repository does not train on; None for cpu, cuda, mps (and xpu where torch has it)."""
+    if device.type in ("cpu", "cuda", "mps") + (("xpu",) if hasattr(torch, "xpu") else ()):
+        return None
+    return f"{name!r} is not a training device; use auto, cpu, cuda, cuda:N or mps"
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX, where bf16 autocast roughly doubles AlexNet's speed on CPU."""
     try:
@@ -363,7 +371,7 @@ class Member:
                     not {"model", "optimizer", "scaler"} <= state.keys():
                 raise checkpoints.CheckpointError(f"{self.resume_path} is damaged (its parts do not fit together)")
         except (checkpoints.CheckpointError, KeyError, TypeError, ValueError) as err:
-            logs.problem(f"{self.desc}: cannot resume: {str(err).splitlines()[0][:200]}; "
+            logs.problem(f"{self.desc}: cannot resume: {logs.shorten(str(err).splitlines()[0], 200)}; "
                          f"starting this run from epoch 1")
             return
         timing = {key: history.pop(key, []) for key in TIMINGS}
