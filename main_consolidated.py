@@ -134,11 +134,23 @@ def add_flags(parser):
                         help="evaluate the saved baseline and consolidated models (evaluate.py) without training")
 
 
+def chosen_runs(out: str, names: list) -> list:
+    """The run name of each model to evaluate: itself, or after --tune-lr the run at its chosen rate."""
+    if EXPERIMENT not in results.experiments_in(out):
+        return list(names)
+    found = results.read_results(out, EXPERIMENT)
+    if not stats.is_tuned(found):
+        return list(names)
+    table = stats.tuning(found)
+    at_rate = {(stats.setting_of(r), stats.lr_of(r)): r["name"] for r in found["runs"]}
+    return [at_rate.get((n, table[n]["chosen_lr"]), n) if n in table else n for n in names]
+
+
 def evaluate_saved(args) -> int:
     """evaluate.py on each saved model of this sweep under --out; 1 if one is not trained yet."""
     import evaluate
     import logs
-    names = args.values or VALUES
+    names = chosen_runs(args.out, args.values or VALUES)
     first = args.seed if args.seed is not None else 0
     stems = [n if args.seeds == 1 else f"{n}_seed{first + k}" for n in names for k in range(args.seeds)]
     paths = []

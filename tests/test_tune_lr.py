@@ -211,3 +211,15 @@ def test_shards_of_a_tuned_sweep_end_as_the_whole(mnist_dir, tmp_path, monkeypat
     assert len(trained) == 12
     a, b = load_results(whole, "activation"), load_results(parts, "activation")
     assert a["tuning"] == b["tuning"] and a["summary"] == b["summary"] and b["progress"]["pending"] == []
+
+
+def test_evaluate_takes_each_tuned_model_at_its_chosen_rate(mnist_dir, tmp_path, monkeypatch):
+    import main_consolidated
+    out = tmp_path / "evalcons"
+    table = {("relu", 1e-4): (0.5, 0.5), ("relu", 3e-4): (0.6, 0.5),
+             ("leakyrelu", 1e-4): (0.7, 0.5), ("leakyrelu", 3e-4): (0.6, 0.5)}
+    monkeypatch.setattr(train, "train_group", stand_in(table))
+    code, _, err = run_script("main_consolidated", ["--tune-lr", "1e-4", "3e-4", *tiny_argv(mnist_dir, out)])
+    assert code == 0, err
+    assert main_consolidated.chosen_runs(str(out), ["baseline", "consolidated"]) == \
+        ["baseline_at_lr0.0003", "consolidated"]
