@@ -188,7 +188,8 @@ def tuning(results: dict) -> dict:
             val, test = describe([r["best_val_acc"] for r in done]), describe([r["test_acc"] for r in done])
             rates.append({"lr": lr, "n": val["n"], "best_val_acc_mean": val["mean"], "test_acc_mean": test["mean"]})
         scored = [r for r in rates if r["best_val_acc_mean"] is not None]
-        chosen = max(scored, key=lambda r: (r["best_val_acc_mean"], -r["lr"]))["lr"] if scored else None
+        # means equal but for float rounding (accuracies are counts / N) tie, and go to the smaller rate
+        chosen = max(scored, key=lambda r: (round(r["best_val_acc_mean"], 9), -r["lr"]))["lr"] if scored else None
         table[setting] = {"own_lr": own, "rates": rates, "chosen_lr": chosen,
                           "at_edge": chosen is not None and len(rates) > 1 and chosen in (rates[0]["lr"],
                                                                                          rates[-1]["lr"])}

@@ -28,6 +28,8 @@ PI = "tests/test_pinned.py::"
 TR = "tests/test_train.py::"
 GP = "tests/test_gpu_paths.py::"
 DI = "tests/test_disk.py::"
+OA = "tests/test_outputs_agree.py::"
+TL = "tests/test_tune_lr.py::"
 
 # name: (file, the right line(s), the bug, the tests that must fail)
 MUTANTS = {
@@ -216,10 +218,40 @@ MUTANTS = {
                            DI + "test_a_sweep_too_large_for_the_disk_stops_before_training_and_goes_on_with_the_flag"),
     "resume-estimate-without-state": ("checkpoints.py", 'copies = 1 + optimizer_state_tensors(config["optimizer"])',
                                       "copies = 1", DI + "test_the_estimate_is_within_10_percent_of_what_a_sweep_writes"),
+    # -- issues 17 and 19: outputs that agree, --tune-lr ----------------------------------------------
+    "plan-ignored": ("results.py", "    pending = [key for key, config in planned.items() if not finished(latest.get(key), config)]",
+                     "    pending = []", OA + "test_from_results_refuses_an_unfinished_sweep_and_takes_it_when_told"),
+    "partial-accepted": ("main_consolidated.py", "    if problem and not allow_partial:", "    if False:",
+                         OA + "test_from_results_refuses_an_unfinished_sweep_and_takes_it_when_told"),
+    "plan-of-my-shard-only": ("sweep.py", "j.config for j in everything})", "j.config for j in jobs})",
+                              TL + "test_shards_of_a_tuned_sweep_end_as_the_whole"),
+    "stale-evaluation-shown": ("report.py", 'if data.get("run_id") is None or current.get(', "if False and current.get(",
+                               OA + "test_a_retrained_model_never_shows_its_old_evaluation"),
+    "old-evaluation-kept": ("sweep.py", "        forget_evaluations(out, experiment, stem)", "        pass",
+                            OA + "test_a_retrained_model_never_shows_its_old_evaluation"),
+    "tie-called-a-lead": ("report.py", "TIE = 0.005 ", "TIE = 0.0 ", OA + "test_report_words_a_tie_as_a_tie"),
+    "impossible-record-read": ("results.py", "    return _impossible(run, name)", "    return None",
+                               "tests/test_edge_input.py::test_records_that_cannot_be_true_are_refused_in_one_sentence"),
+    "rate-chosen-on-test": ("stats.py", 'val, test = describe([r["best_val_acc"] for r in done]), describe([r["test_acc"] for r in done])',
+                            'val, test = describe([r["test_acc"] for r in done]), describe([r["best_val_acc"] for r in done])',
+                            TL + "test_each_setting_at_its_rate_chosen_on_validation"),
+    "rate-tie-to-larger": ("stats.py", '(round(r["best_val_acc_mean"], 9), -r["lr"]))',
+                           '(round(r["best_val_acc_mean"], 9), r["lr"]))',
+                           TL + "test_a_tie_between_rates_goes_to_the_smaller_rate"),
+    "tuning-ignored": ("stats.py", "    if is_tuned(results):\n        rows, best", "    if False:\n        rows, best",
+                       TL + "test_each_setting_at_its_rate_chosen_on_validation"),
+    "plan-before-device-resolved": ("sweep.py", '    everything = plan(sweep, base, args.seeds, getattr(args, "tunes", None))  #',
+                                    '    everything = plan(sweep, {**base, "device": "auto", "precision": "auto"}, args.seeds, getattr(args, "tunes", None))  #',
+                                    TL + "test_records_hold_the_resolved_device_and_precision"),
+    "fixed-is-chosen": ("stats.py", 't["own_lr"] if which == "own" or', 't["own_lr"] if which == "never" or',
+                        TL + "test_a_ranking_that_tuning_changes_is_shown_both_ways"),
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
        "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0",
-       "kernel-timing-draws-masks", "best-copied-not-linked", "save-ignored", "disk-check-ignored", "resume-estimate-without-state")
+       "kernel-timing-draws-masks", "best-copied-not-linked", "save-ignored", "disk-check-ignored", "resume-estimate-without-state",
+       "plan-ignored", "partial-accepted", "plan-of-my-shard-only", "stale-evaluation-shown", "old-evaluation-kept",
+       "tie-called-a-lead", "impossible-record-read", "rate-chosen-on-test", "rate-tie-to-larger", "tuning-ignored",
+       "fixed-is-chosen", "plan-before-device-resolved")
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {

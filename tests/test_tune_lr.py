@@ -208,6 +208,8 @@ def test_shards_of_a_tuned_sweep_end_as_the_whole(mnist_dir, tmp_path, monkeypat
         code, _, err, calls = tuned(mnist_dir, parts, monkeypatch, extra=["--shard", f"{i}/3"])
         assert code == 0, err
         trained += calls
+        # every shard plans the whole sweep: until the last, the others' runs are pending
+        assert len(load_results(parts, "activation")["progress"]["pending"]) == 12 - len(trained)
     assert len(trained) == 12
     a, b = load_results(whole, "activation"), load_results(parts, "activation")
     assert a["tuning"] == b["tuning"] and a["summary"] == b["summary"] and b["progress"]["pending"] == []
@@ -223,3 +225,32 @@ def test_evaluate_takes_each_tuned_model_at_its_chosen_rate(mnist_dir, tmp_path,
     assert code == 0, err
     assert main_consolidated.chosen_runs(str(out), ["baseline", "consolidated"]) == \
         ["baseline_at_lr0.0003", "consolidated"]
+
+
+def test_a_tie_between_rates_goes_to_the_smaller_rate():
+    """(0.6 + 0.7) / 2 and (0.65 + 0.65) / 2 differ in the last bit: still a tie."""
+    import stats
+
+    def run(lr, val, seed):
+        return {"name": f"relu_at_lr{lr:g}", "params": {"activation": "relu", "lr": lr}, "seed": seed,
+                "status": "completed", "config": {"lr": lr}, "best_val_acc": val, "test_acc": 0.5,
+                "tune": {"setting": "relu", "own_lr": 1e-4, "params": {"activation": "relu"}, "grid": []}}
+
+    runs = [run(3e-4, 0.6, 0), run(3e-4, 0.7, 1), run(1e-4, 0.65, 0), run(1e-4, 0.65, 1), run(1e-3, 0.2, 0),
+            run(3e-5, 0.1, 0)]
+    table = stats.tuning({"runs": runs})
+    assert table["relu"]["chosen_lr"] == 1e-4 and table["relu"]["at_edge"] is False
+    assert [r["lr"] for r in table["relu"]["rates"]] == [3e-5, 1e-4, 3e-4, 1e-3]
+
+
+def test_records_hold_the_resolved_device_and_precision(mnist_dir, tmp_path, monkeypatch):
+    out = tmp_path / "auto"
+    argv = tiny_argv(mnist_dir, out)
+    for flag in ("--precision", "--device"):  # both left at auto
+        i = argv.index(flag)
+        del argv[i:i + 2]
+    monkeypatch.setattr(train, "train_group", stand_in())
+    code, _, err = run_script("main_activation", ["--values", "relu", "--tune-lr", "x1", "x3", *argv])
+    assert code == 0, err
+    for run in load_results(out, "activation")["runs"]:
+        assert run["config"]["device"] == "cpu" and run["config"]["precision"] in ("bf16", "fp32")
