@@ -94,11 +94,12 @@ def test_dropout_drops_the_inputs_of_fc1_fc2_and_fc3():
         assert 0.4 < (seen[name] == 0).float().mean().item() < 0.6, name
 
 
-# 5. The --quick preset is the one the README documents
+# 5. The --quick preset is the one the README and docs/flags.md document
 
 def test_the_quick_preset_is_the_documented_one():
     readme = open(os.path.join(ROOT, "README.md")).read()
-    row = next(line for line in readme.splitlines() if line.startswith("| `--quick` |"))
+    flags = open(os.path.join(ROOT, "docs", "flags.md")).read()
+    row = next(line for line in flags.splitlines() if line.startswith("| `--quick` |"))
     size, train_n, val_n, test_n, epochs = re.search(
         r"image size (\d+), ([\d,]+) / ([\d,]+) / ([\d,]+) images, (\d+) epochs", row).groups()
     documented = dict(image_size=int(size), train_size=int(train_n.replace(",", "")),
