@@ -4,15 +4,15 @@ flags its parser takes, and is run by a named test or by .ci/run; every relative
 and file name it mentions exists; README.md stays short and maps every page of docs/."""
 import argparse
 import ast
-import contextlib
 import glob
 import importlib
-import io
 import os
 import re
 import shlex
 
 import pytest
+
+from conftest import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -118,14 +118,7 @@ def rel(path: str) -> str:
 
 def run_main(script: str, argv: list):
     """(exit code or None, stdout, stderr) of script's main(argv), in this process."""
-    module = importlib.import_module(script[:-len(".py")].replace("/", "."))
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = module.main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return run_script(script[:-len(".py")].replace("/", "."), argv)
 
 
 def help_flags(script: str) -> set:
