@@ -189,7 +189,7 @@ def resolve_config(args, settings: dict) -> dict:
 def shard(text: str) -> tuple:
     """I/N: the I-th of N shares of a sweep, 1 <= I <= N."""
     try:
-        i, n = (int(part) for part in text.split("/"))
+        i, n = (int(ascii_only(part)) for part in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not of the form I/N, e.g. 1/4") from None
     if not 1 <= i <= n:

@@ -205,6 +205,7 @@ def test_a_shard_without_runs_says_so_and_writes_nothing(mnist_dir, tmp_path):
     (["--values", "１e-4"], "'１e-4' is not a number"),
     (["--checkpoint-seconds", "1_0"], "'1_0' is not a number of seconds"),
     (["--checkpoint-seconds", "１"], "'１' is not a number of seconds"),
+    (["--shard", "１/２"], "'１/２' is not of the form I/N"),
 ])
 def test_numbers_are_ascii_and_negative_values_reach_their_own_check(tmp_path, argv, fragment):
     assert fragment in refused(argv, tmp_path)
