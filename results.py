@@ -293,7 +293,8 @@ def _csv(runs: list) -> str:
     for run in runs:
         h = run["history"]
         last = lambda key: "" if not h[key] or h[key][-1] is None else h[key][-1]
-        writer.writerow([run["name"], *[run["params"].get(k, "") for k in param_keys], run["seed"],
+        params = [run["params"].get(k, run.get("config", {}).get(k, "")) for k in param_keys]  # a plain run's lr too
+        writer.writerow([run["name"], *params, run["seed"],
                          run["status"], len(h["loss"]), last("loss"), last("train_acc"), last("val_acc"),
                          "" if run.get("best_val_acc") is None else run["best_val_acc"],
                          "" if run.get("test_acc") is None else run["test_acc"],

@@ -134,6 +134,10 @@ def test_a_plain_sweep_run_is_reused_at_its_own_rate(mnist_dir, tmp_path, monkey
     assert code == 0, err
     assert sorted(calls) == sorted(k for k in TABLE if k != ("relu", 1e-4))
     assert load_results(out, "activation")["tuning"]["relu"]["chosen_lr"] == 1e-4
+    import csv
+    with open(out / "results" / "activation.csv") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert rows["relu"]["lr"] == "0.0001" and rows["relu_at_lr0.0003"]["lr"] == "0.0003"  # the reused run's too
 
 
 def test_the_optimizer_sweep_tunes_by_multiples_of_each_own_rate(mnist_dir, tmp_path, monkeypatch):
