@@ -217,6 +217,16 @@ def class_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+PICTURES = ("confusion", "filters", "mistakes")
+
+
+def output_paths(out: str, experiment: str, run: str) -> dict:
+    """Where evaluating checkpoint <run>.pt of an experiment writes: {"json", "confusion", "filters", "mistakes"}."""
+    stem = f"{experiment}_{run}"
+    return {"json": os.path.join(out, "results", f"{stem}_eval.json"),
+            **{kind: os.path.join(out, "images", f"{stem}_{kind}.png") for kind in PICTURES}}
+
+
 def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, precision=None) -> dict:
     """Evaluate one checkpoint on its test split; write its eval JSON and pictures; return the summary."""
     import data
@@ -226,18 +236,16 @@ def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, pr
     except data.DataError as err:
         raise InputError(f"the dataset of {path} is not available: {err}") from None
     summary = summarize(logits, labels, ckpt["classes"])
-    stem = f"{ckpt['experiment']}_{os.path.basename(path)[:-3]}"
+    paths = output_paths(out, ckpt["experiment"], os.path.basename(path)[:-3])
     title = f"{ckpt['experiment']} / {os.path.basename(path)[:-3]}"
     summary.update(checkpoint=os.path.abspath(path), device=str(device), precision=precision,
                    recorded_test_acc=ckpt.get("test_acc"), experiment=ckpt["experiment"], name=ckpt["name"],
                    seed=ckpt["config"].get("seed"), run_id=ckpt.get("run_id"),
                    weights="best" if path.endswith(".best.pt") else "last")
-    images_dir = os.path.join(out, "images")
-    summary["images"] = [plot_confusion(summary, title, os.path.join(images_dir, f"{stem}_confusion.png")),
-                         plot_filters(model.cpu(), title, os.path.join(images_dir, f"{stem}_filters.png")),
-                         plot_mistakes(logits, labels, split, ckpt["classes"], title,
-                                       os.path.join(images_dir, f"{stem}_mistakes.png"))]
-    summary["json"] = os.path.join(out, "results", f"{stem}_eval.json")
+    summary["images"] = [plot_confusion(summary, title, paths["confusion"]),
+                         plot_filters(model.cpu(), title, paths["filters"]),
+                         plot_mistakes(logits, labels, split, ckpt["classes"], title, paths["mistakes"])]
+    summary["json"] = paths["json"]
     storage.atomic_write_text(summary["json"], json.dumps(summary, indent=1))
     return summary
 

@@ -39,8 +39,7 @@ def sweep_states(out: str) -> dict:
     found = {}
     for ablation in DECIDES:
         if ablation in present or os.path.exists(results.plan_path(out, ablation)):
-            found[ablation] = results.read_results(out, ablation)
-            found[ablation]["progress"] = results.progress(out, ablation, found[ablation]["runs"])
+            found[ablation] = results.read_with_progress(out, ablation)
     return found
 
 
@@ -50,8 +49,7 @@ def unfinished_sentence(found: dict) -> str | None:
     for ablation, res in found.items():
         prog = res["progress"]
         if prog["pending"]:
-            shown = ", ".join(prog["pending"][:3]) + (f" and {len(prog['pending']) - 3} more"
-                                                      if len(prog["pending"]) > 3 else "")
+            shown = results.listed(prog["pending"], 3)
             failed = f", {len(prog['failed'])} failed" if prog["failed"] else ""
             parts.append(f"{ablation} has {prog['finished']} of {prog['planned']} runs finished "
                          f"({len(prog['pending'])} missing{failed}: {shown})")

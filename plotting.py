@@ -260,9 +260,8 @@ def _isolation_figure(plt, results: dict):
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(names) + 3), 4.5))
     views = (("chosen", "after tuning", "o", 1.0, -0.15), ("own", "at the fixed rate", "s", 0.45, 0.15))
     for which, label, marker, alpha, shift in views:
+        # at the fixed rate: only the settings whose own rate was in the grid
         rows = {r["setting"]: r for r in stats.summarize(stats.at_rates(results, which))[0]}
-        if which == "own":  # only settings whose own rate was trained
-            rows = {n: r for n, r in rows.items() if any(v["lr"] == table[n]["own_lr"] for v in table[n]["rates"])}
         for key, colour, dx in (("best_val_acc", "tab:blue", -0.04), ("test_acc", "tab:orange", 0.04)):
             have = [i for i, n in enumerate(names) if n in rows and rows[n][f"{key}_mean"] is not None]
             means = [100 * rows[names[i]][f"{key}_mean"] for i in have]

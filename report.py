@@ -13,7 +13,7 @@ import os
 import sys
 
 import stats
-from results import NEUTRAL_KEYS, TITLES as HUMAN, experiments_in, fmt, progress, read_results
+from results import NEUTRAL_KEYS, TITLES as HUMAN, experiments_in, fmt, listed, read_with_progress
 from storage import WriteError, atomic_write_text, out_folder
 
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
@@ -113,9 +113,7 @@ def mixed_settings(runs: list) -> list:
 
 
 def pending_text(prog: dict) -> str:
-    shown = ", ".join(prog["pending"][:6]) + (f" and {len(prog['pending']) - 6} more" if len(prog["pending"]) > 6
-                                              else "")
-    return f"not finished ({prog['finished']} of {prog['planned']} runs); pending: {shown}"
+    return f"not finished ({prog['finished']} of {prog['planned']} runs); pending: {listed(prog['pending'], 6)}"
 
 
 def ranking(rows) -> list:
@@ -128,7 +126,7 @@ def tuning_lines(results: dict, rows: dict) -> list:
     """A tuned sweep (--tune-lr): each setting's rates, its chosen one, the setting at its own
     fixed rate beside it after tuning, and the two rankings side by side."""
     table = stats.tuning(results)
-    fixed_rows, fixed_best = stats.summarize(stats.at_rates(results, "own"))
+    fixed_rows, _ = stats.summarize(stats.at_rates(results, "own"))
     fixed = {r["setting"]: r for r in fixed_rows}
     lines = ["**Learning rate tuned** (`--tune-lr`): every setting trained at each rate below; the table above "
              "shows each at its chosen rate, the one with the best mean validation accuracy (test accuracy "
@@ -296,8 +294,7 @@ def build_report(out: str) -> str:
     present = experiments_in(out)
     for experiment in EXPERIMENTS:
         if experiment in present:
-            found[experiment] = read_results(out, experiment)
-            found[experiment]["progress"] = progress(out, experiment, found[experiment]["runs"])
+            found[experiment] = read_with_progress(out, experiment)
     if not found:
         raise FileNotFoundError(f"no results files in {results_dir}; run a main_*.py script first")
     images_dir = os.path.join(out, "images")

@@ -246,6 +246,18 @@ def read_plan(out: str, experiment: str) -> dict:
     return runs
 
 
+def read_with_progress(out: str, experiment: str) -> dict:
+    """read_results, with "progress" added."""
+    found = read_results(out, experiment)
+    found["progress"] = progress(out, experiment, found["runs"])
+    return found
+
+
+def listed(items: list, shown: int) -> str:
+    """'a, b, c and 4 more': the first items, then how many are left out."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
 def progress(out: str, experiment: str, runs: list) -> dict:
     """{"planned", "finished", "pending", "failed"}: how many runs the sweeps on this --out set
     out to train, how many of them are finished (completed or diverged) with the config they

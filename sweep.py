@@ -261,6 +261,11 @@ def tuned_sweep(sweep: list, base: dict, grid: list) -> tuple:
     return runs, tunes
 
 
+def all_jobs(sweep: list, base: dict, args) -> list:
+    """Every (setting, seed) run of the sweep, with --tune-lr's tuning info where given."""
+    return plan(sweep, base, args.seeds, getattr(args, "tunes", None))
+
+
 def my_shard(jobs: list, shard) -> list:
     """The I-th of N shares of jobs (--shard I/N): every N-th, from the I-th; all where shard is None."""
     return jobs if not shard else jobs[shard[0] - 1::shard[1]]
@@ -387,6 +392,11 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     logs.configure(quiet=rank != 0, prefix=f"[rank {rank}] " if world > 1 else "")
+    if not my_shard(all_jobs(sweep, base, args), args.shard):  # nothing to train, record or plot
+        runs = len(sweep) * args.seeds
+        logs.info(f"shard {args.shard[0]}/{args.shard[1]} of this sweep has no runs: the sweep has only {runs} "
+                  f"(setting, seed) run(s); use at most {runs} shard(s)")
+        return 0
     problem = check_disk(experiment, sweep, base, args)
     if problem:
         logs.problem(f"error: {problem}")
@@ -412,11 +422,6 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     from train import Split, resolve_precision, tune_backends
 
     ddp = world > 1 and args.strategy == "ddp"
-    if not my_shard(plan(sweep, base, args.seeds), args.shard):  # nothing to train, record or plot
-        runs = len(sweep) * args.seeds
-        logs.info(f"shard {args.shard[0]}/{args.shard[1]} of this sweep has no runs: the sweep has only {runs} "
-                  f"(setting, seed) run(s); use at most {runs} shard(s)")
-        return 0
     tune_backends(device)
     # the same config on every rank and for any number of processes
     base["device"] = (device.type if world > 1 else str(device)) if base["device"] == "auto" else base["device"]
@@ -434,7 +439,7 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
               f"{base['image_size']} px, {base['epochs']} epochs, {device}, {base['precision']}{how}")
 
     order = [name for name, _ in sweep]
-    everything = plan(sweep, base, args.seeds, getattr(args, "tunes", None))  # with the device and precision resolved
+    everything = all_jobs(sweep, base, args)  # with the device and precision resolved
     jobs = my_shard(everything, args.shard)
     models_dir = os.path.join(args.out, "models", experiment)
     pending, done = split_finished(jobs, args, experiment)
@@ -480,7 +485,7 @@ def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
     its optimizers' real state (checkpoints.py): {"pending", "file", "files", "resume", "k",
     "low", "high", "folder"}; None when nothing is left to train."""
     import checkpoints
-    pending, _ = split_finished(my_shard(plan(sweep, base, args.seeds, getattr(args, "tunes", None)), args.shard), args, experiment)
+    pending, _ = split_finished(my_shard(all_jobs(sweep, base, args), args.shard), args, experiment)
     if not pending:
         return None
     classes = KNOWN_CLASSES.get(base["dataset"], 10)
@@ -697,7 +702,8 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
             state_dict, best_state = outcome.pop("model", None), outcome.pop("best_model", None)
             entry.update(outcome, trained_on=trained_on, world_size=split.world_size,
                          fused_with=[names[i] for i in part if i != j],
-                         classes=[str(c) for c in dataset.classes], images={part: len(getattr(split, part).indices) for part in ("train", "val", "test")},
+                         classes=[str(c) for c in dataset.classes],
+                         images={part: len(getattr(split, part).indices) for part in ("train", "val", "test")},
                          run_id=uuid.uuid4().hex)  # ties evaluations to this training's checkpoints
             if lead:
                 with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
@@ -792,11 +798,9 @@ def record_run(experiment, record, state_dict, best_state, dataset, out, models_
 
 def forget_evaluations(out: str, experiment: str, stem: str) -> None:
     """Remove evaluate.py's files of a run's earlier checkpoints, which a new training replaces."""
+    import evaluate
     for name in (stem, f"{stem}.best"):
-        paths = [os.path.join(out, "results", f"{experiment}_{name}_eval.json")]
-        paths += [os.path.join(out, "images", f"{experiment}_{name}_{kind}.png")
-                  for kind in ("confusion", "filters", "mistakes")]
-        for path in paths:
+        for path in evaluate.output_paths(out, experiment, name).values():
             if os.path.exists(path):
                 os.remove(path)
 
