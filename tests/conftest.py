@@ -24,8 +24,9 @@ if str(ROOT) not in sys.path:
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N processes share the cores
     import torch
     torch.set_num_threads(1)
+import train  # noqa: E402
+train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
 if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
-    import train
     train.cpu_has_native_bf16 = lambda: False
 
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

@@ -234,3 +234,29 @@ def test_bf16_autocast_on_cpu(tiny_split):
     rec = train.train_run(config(epochs=1, precision="bf16"), split, ds.num_classes)
     assert rec["status"] == "completed" and math.isfinite(rec["history"]["loss"][0])
     assert all(v.dtype == torch.float32 for v in rec["model"].values())  # weights stay fp32
+
+
+def test_a_sweep_on_the_cpu_keeps_freed_memory_for_the_next_step():
+    """Every step frees and allocates again the same large tensors; glibc's default hands blocks
+    over 32 MB back to the system and takes them again zeroed, a page fault per 4 KB page.
+    After tune_backends(cpu), as a sweep calls it, allocating the same size again reuses the
+    freed memory: of ten allocations at most the first few (while the heap grows to fit the
+    aligned size) fault in new pages."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    if not train.keep_freed_memory():
+        pytest.skip("not glibc: the C library has no mallopt, and nothing changes")
+    code = f"""import resource, sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+import train
+train.tune_backends(torch.device("cpu"))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    t = torch.ones(30_000_000)  # 120 MB; fc1's weight at 227 px is 151 MB
+    del t
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    pages = 120_000_000 // 4096  # per allocation: 10 x this without the setting
+    assert faults < 4 * pages, f"{faults} page faults for 10 allocations of {pages} pages"
