@@ -40,7 +40,7 @@ class InputError(Exception):
 def load_model(path: str):
     """(plain AlexNet in eval mode on the CPU, the checkpoint) from one of this repository's
     checkpoints; InputError otherwise."""
-    from alexnet import AlexNet
+    from alexnet import loaded
     if not os.path.exists(path):
         raise InputError(missing_checkpoint(path))
     try:
@@ -54,8 +54,8 @@ def load_model(path: str):
         raise InputError(f"{path} is not a finished run's checkpoint of this repository ({what})")
     c = ckpt["config"]
     try:
-        model = AlexNet(ckpt["num_classes"], c["activation"], c["dropout"], image_size=c["image_size"])
-        model.load_state_dict(ckpt["model"])
+        model = loaded(ckpt["model"], num_classes=ckpt["num_classes"], activation=c["activation"],
+                       dropout=c["dropout"], image_size=c["image_size"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise InputError(f"{path} does not hold an AlexNet this repository can build "
                          f"({logs.shorten(str(err).splitlines()[0], 120)})") from None

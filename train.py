@@ -24,7 +24,7 @@ from tqdm import tqdm
 import checkpoints
 import fused
 import logs
-from alexnet import AlexNet
+from alexnet import AlexNet, loaded
 from data import DeviceLoader
 from fused import FusedAlexNet, fuse_inputs, synchronize
 from optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
@@ -202,13 +202,15 @@ class Group:
         self.configs, self.k, self.device, self.num_classes = configs, len(configs), device, num_classes
         models, generators = [], []
         for config, state in zip(configs, states):
-            seed_everything(config["seed"])
-            model = AlexNet(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
-                            image_size=config["image_size"])
+            shape = dict(num_classes=num_classes, activation=config["activation"], dropout=config["dropout"],
+                         image_size=config["image_size"])
             generator = torch.Generator(device=device)
             generator.manual_seed(config["seed"] + DROPOUT_SEED_OFFSET)
-            if state is not None:
-                model.load_state_dict(state["model"])
+            if state is None:
+                seed_everything(config["seed"])
+                model = AlexNet(**shape)
+            else:  # training draws nothing more from the global RNG: its state needs no restoring
+                model = loaded(state["model"], **shape)
                 generator.set_state(state["rng"]["dropout"])
             models.append(model)
             generators.append(generator)

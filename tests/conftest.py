@@ -26,6 +26,42 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N process
     torch.set_num_threads(1)
 import train  # noqa: E402
 train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
+
+
+def pytest_configure(config):
+    """The tests' files go to a RAM disk where the machine has one with room (/dev/shm on
+    Linux): tiny runs write gigabytes of checkpoints, which a disk would journal and write back
+    for nothing. xdist's processes each take a folder under it. Passing tests' files are
+    removed as they pass (pytest.ini), the rest when the session ends, unless a test failed.
+    TESTS_ON_DISK=1 keeps pytest's own folder (/tmp/pytest-of-$USER)."""
+    import shutil
+    import tempfile
+    if config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TESTS_ON_DISK"):
+        return
+    shm = "/dev/shm"
+    try:
+        roomy = os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= RAM_DISK_ROOM
+    except OSError:
+        roomy = False
+    if roomy:
+        config.option.basetemp = tempfile.mkdtemp(prefix="alexnet-tests-", dir=shm)
+        config._ram_disk = config.option.basetemp
+
+
+RAM_DISK_ROOM = 8 * 2**30  # the most a session holds at once is about 2 GB
+
+
+def pytest_unconfigure(config):
+    import shutil
+    folder = getattr(config, "_ram_disk", None)
+    if folder and getattr(config, "_tests_failed", False):
+        print(f"\nthe files of the tests that failed are kept in {folder} (a RAM disk: remove it when done)")
+    elif folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._tests_failed = exitstatus == pytest.ExitCode.TESTS_FAILED
 if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
     train.cpu_has_native_bf16 = lambda: False
 
