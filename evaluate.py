@@ -172,12 +172,23 @@ def plot_filters(model, title: str, path: str) -> str:
     lo = w.min(axis=(1, 2, 3), keepdims=True)
     hi = w.max(axis=(1, 2, 3), keepdims=True)
     w = (w - lo) / np.maximum(hi - lo, 1e-12)
-    fig, axes = plt.subplots(6, 16, figsize=(12, 4.8))
-    for ax, f in zip(axes.flat, w):
-        ax.imshow(f.transpose(1, 2, 0), interpolation="nearest")
-        ax.axis("off")
+    fig, ax = plt.subplots(figsize=(12, 4.8))
+    ax.imshow(filter_mosaic(w.transpose(0, 2, 3, 1)), interpolation="nearest")
+    ax.axis("off")
     fig.suptitle(f"{title}: conv1 filters")
     return _save(fig, plt, path)
+
+
+def filter_mosaic(filters: np.ndarray, columns: int = 16, gap: int = 2) -> np.ndarray:
+    """N x h x w x 3 filters in [0, 1] laid out as one image, columns to a row, with white gaps
+    between them (one picture instead of 96 small axes: the same figure in a tenth of the time)."""
+    n, h, w, c = filters.shape
+    rows = -(-n // columns)
+    mosaic = np.ones((rows * (h + gap) - gap, columns * (w + gap) - gap, c), dtype=filters.dtype)
+    for i, f in enumerate(filters):
+        r, col = divmod(i, columns)
+        mosaic[r * (h + gap):r * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = f
+    return mosaic
 
 
 def plot_mistakes(logits, labels, split, classes: list, title: str, path: str, count: int = 16) -> str:

@@ -136,3 +136,18 @@ def test_plotting_and_report_skip_evaluation_and_bench_files(trained, capsys):
     assert plotting.main(["--out", str(trained["out"])]) == 0
     assert report.main(["--out", str(trained["out"])]) == 0
     assert "error" not in capsys.readouterr().err
+
+
+def test_the_filter_picture_puts_each_filter_in_its_place():
+    """conv1's filters drawn as one mosaic: filter i at row i // 16, column i % 16, as it is,
+    with white gaps between filters."""
+    import numpy as np
+    import evaluate
+    filters = np.random.default_rng(0).random((96, 11, 11, 3))
+    mosaic = evaluate.filter_mosaic(filters)
+    assert mosaic.shape == (6 * 13 - 2, 16 * 13 - 2, 3)
+    for i in range(96):
+        r, c = divmod(i, 16)
+        assert np.array_equal(mosaic[r * 13:r * 13 + 11, c * 13:c * 13 + 11], filters[i]), i
+    assert (mosaic[11:13] == 1).all() and (mosaic[:, 11:13] == 1).all()
+    assert (mosaic == 1).sum() == 3 * (mosaic.shape[0] * mosaic.shape[1] - 96 * 121)
