@@ -28,6 +28,22 @@ import train  # noqa: E402
 train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
 
 
+def _settle_imports():
+    """Import what every test process loads sooner or later, then exclude those objects (half
+    a million, none of them garbage) from Python's garbage collections, which otherwise walk
+    them all again every few hundred thousand allocations."""
+    import gc
+    import evaluate  # noqa: F401
+    import plotting
+    import report  # noqa: F401
+    import sweep  # noqa: F401
+    plotting._pyplot()
+    gc.freeze()
+
+
+_settle_imports()
+
+
 def pytest_configure(config):
     """The tests' files go to a RAM disk where the machine has one with room (/dev/shm on
     Linux): tiny runs write gigabytes of checkpoints, which a disk would journal and write back
