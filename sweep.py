@@ -6,6 +6,7 @@ turning one value into (run name, config changes), and the settings in which
 it differs from train.DEFAULTS (regime, epochs). Everything else is here.
 """
 import argparse
+import gc
 import math
 import os
 import re
@@ -18,10 +19,15 @@ import logs
 import storage
 
 storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
-from data import DATASETS, REGIMES  # noqa: E402
-from results import (ResultsError, add_to_plan, finished, fmt, read_results, results_path,  # noqa: E402,F401
-                     run_key, same_config, table, write_record, write_results)  # fmt: the scripts use sweep.fmt
-from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES  # noqa: E402
+gc.disable()  # loading torch makes half a million objects and no garbage: collecting them again and
+try:  # again as they come is a seventh of a script's start; after it, they are left out of collections
+    from data import DATASETS, REGIMES  # noqa: E402
+    from results import (ResultsError, add_to_plan, finished, fmt, read_results, results_path,  # noqa: E402,F401
+                         run_key, same_config, table, write_record, write_results)  # fmt: the scripts use sweep.fmt
+    from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES  # noqa: E402
+finally:
+    gc.enable()
+    gc.freeze()
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
