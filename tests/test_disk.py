@@ -12,7 +12,7 @@ import evaluate
 import sweep
 import train
 from conftest import load_results, run_script, tiny_argv
-from test_nothing_lost import one_line, tmpfs
+from test_nothing_lost import one_batch, one_line, tmpfs
 
 
 def du_bytes(folder) -> int:
@@ -36,7 +36,7 @@ def best_at_epoch_1_of_2(monkeypatch):
 
 
 def test_a_run_whose_best_epoch_is_the_last_leaves_one_copy_of_its_weights(mnist_dir, tmp_path):
-    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)]))
     assert code == 0, err
     (run,) = load_results(tmp_path, "learning_rate")["runs"]
     assert run["best_epoch"] == run["epochs_completed"] == 1
@@ -54,8 +54,8 @@ def test_a_run_whose_best_epoch_is_the_last_leaves_one_copy_of_its_weights(mnist
                                         ("none", set())])
 def test_each_save_choice_keeps_what_it_says(mnist_dir, tmp_path, monkeypatch, capsys, save, kept):
     best_at_epoch_1_of_2(monkeypatch)
-    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", "--save", save,
-                                                     *tiny_argv(mnist_dir, tmp_path, epochs=2)])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", "--save", save,
+                                                               *tiny_argv(mnist_dir, tmp_path, epochs=2)]))
     assert code == 0, err
     (run,) = load_results(tmp_path, "learning_rate")["runs"]
     assert run["best_epoch"] == 1 and run["config"]["save"] == save
@@ -80,7 +80,7 @@ def test_each_save_choice_keeps_what_it_says(mnist_dir, tmp_path, monkeypatch, c
 
 
 def test_the_estimate_is_within_10_percent_of_what_a_sweep_writes(mnist_dir, tmp_path, capsys):
-    argv = ["--values", "1e-4", "1e-3", "--save", "last", *tiny_argv(mnist_dir, tmp_path)]
+    argv = one_batch(["--values", "1e-4", "1e-3", "--save", "last", *tiny_argv(mnist_dir, tmp_path)])
     args = sweep.build_parser("learning_rate", "", [], {}, "")
     sweep.add_parallel_flags(args)
     args = args.parse_args(argv)

@@ -9,19 +9,23 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, load_results, run_script, whole_and_cut_lr_run
+from conftest import ROOT, interrupt_second_epoch, load_results, run_script
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
 
 LOSS_RTOL = 1e-6  # relative; float sums in another order (seen: 4e-8), compounded over 6 Adam steps
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+RESUMED, FRESH = "l1_0.0003_l2_0.0003", "l1_0.0001_l2_0.0001"  # in sweep order
 
 
 def argv(data_dir, out):
-    """One run with an elastic-net penalty (the plain loss and the penalty, both averaged by DDP)."""
-    return ["--values", "1e-4,1e-4", "--dataset", "mnist", "--data-dir", str(data_dir), "--image-size", "67",
-            "--train-size", "41", "--val-size", "16", "--test-size", "16", "--batch-size", "16",
-            "--epochs", "2", "--precision", "fp32", "--device", "cpu", "--out", str(out), "--strategy", "ddp"]
+    """Two runs with an elastic-net penalty (the plain loss and the penalty, both averaged by DDP),
+    a resume checkpoint after every epoch."""
+    return ["--values", "3e-4,3e-4", "1e-4,1e-4", "--dataset", "mnist", "--data-dir", str(data_dir),
+            "--image-size", "67", "--train-size", "41", "--val-size", "16", "--test-size", "16", "--batch-size", "16",
+            "--epochs", "2", "--checkpoint-seconds", "0", "--precision", "fp32", "--device", "cpu", "--out", str(out),
+            "--strategy", "ddp"]
 
 
 def run(cmd, log):
@@ -33,23 +37,47 @@ def run(cmd, log):
     return text
 
 
-def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
-    single, multi = tmp_path / "single", tmp_path / "multi"
+def by_name(out):
+    return {r["name"]: r for r in load_results(out, "weight_regularization")["runs"]}
+
+
+@pytest.fixture(scope="module")
+def sweeps(mnist_dir, tmp_path_factory):
+    """One torchrun launch for both tests below. The two-run sweep done whole in this process
+    (the reference), and the same sweep cut by Ctrl-C after the first run's epoch 1 (the second
+    run not begun), then finished under torchrun --strategy ddp with 2 gloo processes: the
+    first run resumes from its one-process resume file, the second trains from scratch."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    single, multi = tmp / "single", tmp / "multi"
     code, _, err = run_script("main_weight_regularization", argv(mnist_dir, single))
     assert code == 0, err
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    text = run([*torchrun, "main_weight_regularization.py", *argv(mnist_dir, multi)], tmp_path / "multi.log")
+    with pytest.MonkeyPatch.context() as m:
+        interrupt_second_epoch(m)
+        code, _, err = run_script("main_weight_regularization", argv(mnist_dir, multi))
+    assert code == 130 and "run the same command again to resume" in err and "Traceback" not in err
+    models = multi / "models" / "weight_regularization"
+    resume = models / f"{RESUMED}.resume.pt"
+    before = dict(resume_existed=resume.exists(),
+                  recorded=os.path.exists(multi / "results" / "weight_regularization.json")
+                  and set(by_name(multi)))
+    text = run([*TORCHRUN, "main_weight_regularization.py", *argv(mnist_dir, multi)], tmp / "multi.log")
+    return dict(single=single, multi=multi, text=text, resume=resume, before=before)
+
+
+def test_two_gloo_processes_match_one_process(sweeps):
+    single, multi, text = sweeps["single"], sweeps["multi"], sweeps["text"]
     assert "2 processes" in text
-    assert text.count("weight_regularization: 1 settings") == 1  # only rank 0 prints
+    assert text.count("weight_regularization: 2 settings") == 1  # only rank 0 prints
+    assert f"{FRESH} epoch 1/2" in text  # the second run was trained from scratch under torchrun
 
     with open(single / "results" / "weight_regularization.json") as f:
         one = {r["name"]: r for r in json.load(f)["runs"]}
     with open(multi / "results" / "weight_regularization.json") as f:
         two = {r["name"]: r for r in json.load(f)["runs"]}
-    assert one.keys() == two.keys() == {"l1_0.0001_l2_0.0001"}
+    assert one.keys() == two.keys() == {RESUMED, FRESH}
     for name in one:
         assert two[name]["status"] == "completed" and two[name]["world_size"] == 2
-        assert one[name]["world_size"] == 1
+        assert one[name]["world_size"] == 1 and one[name]["fused_with"] == []  # each trained alone
         assert two[name]["config"] == one[name]["config"]
         # 41 images in global batches of 16, 16 and 9: the last splits unevenly, 5 / 4
         assert torch.allclose(torch.tensor(two[name]["history"]["loss"], dtype=torch.float64),
@@ -58,21 +86,19 @@ def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
                           map_location="cpu")
         assert not any(k.startswith("module.") for k in ckpt["model"])
     assert sorted(os.listdir(multi / "models" / "weight_regularization")) == \
-        ["l1_0.0001_l2_0.0001.best.pt", "l1_0.0001_l2_0.0001.pt"]
+        sorted(f"{name}{end}" for name in (RESUMED, FRESH) for end in (".best.pt", ".pt"))
 
 
-def test_torchrun_resumes_a_run_interrupted_in_one_process(mnist_dir, tmp_path, monkeypatch):
+def test_torchrun_resumes_a_run_interrupted_in_one_process(sweeps):
     """The resume checkpoint does not depend on the number of processes: a run cut
     after epoch 1 in one process finishes under torchrun where the uninterrupted
     single-process run ends."""
-    argv, reference, cut, resume = whole_and_cut_lr_run(mnist_dir, tmp_path, monkeypatch)
-    assert resume.exists()
-
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    text = run([*torchrun, "main_learning_rate.py", *argv(cut), "--strategy", "ddp"], tmp_path / "resumed.log")
-    assert "resuming from epoch 2 of 2" in text and "epoch 1/2" not in text
-    again = load_results(cut, "learning_rate")["runs"][0]
-    assert again["world_size"] == 2 and not resume.exists()
+    before, text = sweeps["before"], sweeps["text"]
+    assert before["resume_existed"] and not before["recorded"]  # cut after epoch 1, nothing recorded yet
+    assert f"{RESUMED}: resuming from epoch 2 of 2" in text and f"{RESUMED} epoch 1/2" not in text
+    again = by_name(sweeps["multi"])[RESUMED]
+    reference = by_name(sweeps["single"])[RESUMED]
+    assert again["world_size"] == 2 and not sweeps["resume"].exists()
     assert torch.allclose(torch.tensor(again["history"]["loss"], dtype=torch.float64),
                           torch.tensor(reference["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)
 
@@ -91,12 +117,11 @@ train.train_group = train_group
 import main_learning_rate
 sys.exit(main_learning_rate.main(sys.argv[1:]))
 ''')
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     argv = ["--values", "1e-4", "1e-3", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
             "--train-size", "32", "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs", "1",
             "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"), "--strategy", "ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*torchrun, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=240, env=env)  # a hang would hit the timeout and fail the test
     assert proc.returncode != 0
     assert "out of memory, say" in proc.stdout + proc.stderr

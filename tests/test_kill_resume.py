@@ -13,10 +13,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(signal, "SIGKILL"
 
 
 def argv(data_dir, out):
-    # dropout on, so the resumed run must also restore its dropout RNG state
+    # dropout on, so the resumed run must also restore its dropout RNG state; two epochs, so that the
+    # resume point (after epoch 1) lies between epochs, two steps each so that the data order counts
     return ["--values", "0.3", "--regime", "subset", "--dataset", "mnist", "--data-dir", str(data_dir),
             "--image-size", "67", "--train-size", "64", "--val-size", "16", "--test-size", "16", "--batch-size", "32",
-            "--epochs", "3", "--precision", "fp32", "--device", "cpu", "--checkpoint-seconds", "0", "--out", str(out)]
+            "--epochs", "2", "--precision", "fp32", "--device", "cpu", "--checkpoint-seconds", "0", "--out", str(out)]
 
 
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(mnist_dir, tmp_path):
@@ -24,7 +25,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(mnist_dir, tmp_path):
     code, _, err = run_script("main_dropout", argv(mnist_dir, whole))
     assert code == 0, err
     (reference,) = load_results(whole, "dropout")["runs"]
-    assert reference["status"] == "completed" and len(reference["history"]["loss"]) == 3
+    assert reference["status"] == "completed" and len(reference["history"]["loss"]) == 2
 
     resume = killed / "models" / "dropout" / "p0.3.resume.pt"
     command, paused = paused_command(tmp_path, "main_dropout", argv(mnist_dir, killed))
@@ -43,7 +44,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(mnist_dir, tmp_path):
 
     code, text, err = run_script("main_dropout", argv(mnist_dir, killed))
     assert code == 0, err
-    assert "resuming from epoch 2 of 3" in text and "epoch 1/3" not in text  # epoch 1 was not retrained
+    assert "resuming from epoch 2 of 2" in text and "epoch 1/2" not in text  # epoch 1 was not retrained
     (again,) = load_results(killed, "dropout")["runs"]
     assert again["status"] == "completed"
     assert again["history"] == reference["history"] and again["test_acc"] == reference["test_acc"]
@@ -51,8 +52,9 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(mnist_dir, tmp_path):
     assert (killed / "models" / "dropout" / "p0.3.pt").exists()
 
 
-def fused_argv(data_dir, out, fuse, epochs=3):
-    """Split kernels: every K computes each run's own arithmetic, so any K gives the same numbers."""
+def fused_argv(data_dir, out, fuse, epochs=2):
+    """Split kernels: every K computes each run's own arithmetic, so any K gives the same numbers. Two
+    epochs: the kill lands between them, after epoch 1's resume files."""
     return ["--values", "1e-4", "3e-4", "1e-3", *tiny_argv(data_dir, out, epochs=epochs), "--fuse", str(fuse),
             "--kernels", "split"]
 
@@ -76,7 +78,7 @@ def test_a_fused_group_killed_resumes_exactly_with_another_k(mnist_dir, tmp_path
 
     code, out, err = run_script("main_learning_rate", fused_argv(mnist_dir, killed, 2))
     assert code == 0, err
-    assert out.count("resuming from epoch 2 of 3") == 3 and "fused: 2 + 1 runs at once" in out
+    assert out.count("resuming from epoch 2 of 2") == 3 and "fused: 2 + 1 runs at once" in out
     runs = {r["name"]: r for r in load_results(killed, "learning_rate")["runs"]}
     assert runs.keys() == reference.keys()
     # The reference trained each run alone, the killed run in a group of 3, the rerun in groups of

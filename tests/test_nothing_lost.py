@@ -18,6 +18,14 @@ from conftest import (ROOT, child_env, load_results, paused_command, run_script,
                       whole_and_cut_lr_run, write_image_folder, write_idx, write_mnist_like)
 
 
+def one_batch(argv):
+    """argv with 16 training images: epochs of one batch of 16. What is kept, lost, refused or resumed
+    here does not depend on how many batches an epoch has, and each batch costs about 1.6 s of CPU."""
+    argv = list(argv)
+    argv[argv.index("--train-size") + 1] = "16"
+    return argv
+
+
 def temporary_files(folder):
     return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp")] if folder.exists() else []
 
@@ -71,11 +79,13 @@ def ctrl_c_inside_torch_save(monkeypatch, target: str):
     monkeypatch.setattr(torch, "save", save)
 
 
-@pytest.mark.parametrize("target", [".resume.pt", "lr_0.0001.pt"])
+# a resume file is written between epochs (2 epochs: after epoch 1); the finished run's checkpoint after
+# the last epoch, which for that write is the only one needed
+@pytest.mark.parametrize("target, epochs", [(".resume.pt", 2), ("lr_0.0001.pt", 1)])
 def test_ctrl_c_inside_a_checkpoint_write_ends_cleanly_and_the_rerun_finishes(mnist_dir, tmp_path, monkeypatch,
-                                                                              target):
+                                                                              target, epochs):
     out = tmp_path / "out"
-    argv = ["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)]
+    argv = one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=epochs)])
     with monkeypatch.context() as m:
         ctrl_c_inside_torch_save(m, target)
         code, stdout, err = run_script("main_learning_rate", argv)
@@ -91,12 +101,12 @@ def test_ctrl_c_inside_a_checkpoint_write_ends_cleanly_and_the_rerun_finishes(mn
     else:  # the finished run was recorded whole before the interrupt took effect
         assert "already completed" in stdout
     (run,) = load_results(out, "learning_rate")["runs"]
-    assert run["status"] == "completed" and len(run["history"]["loss"]) == 2
+    assert run["status"] == "completed" and len(run["history"]["loss"]) == epochs
 
 
 def test_ctrl_c_inside_a_results_write_keeps_the_previous_file(mnist_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, out)])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out)]))
     assert code == 0, err
     before = (out / "results" / "learning_rate.json").read_text()
     import storage
@@ -108,7 +118,7 @@ def test_ctrl_c_inside_a_results_write_keeps_the_previous_file(mnist_dir, tmp_pa
         return real(fd)
 
     monkeypatch.setattr(storage.os, "fsync", fsync)
-    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)]))
     assert code == 130 and "Traceback" not in err
     assert temporary_files(out) == []
     after = json.loads((out / "results" / "learning_rate.json").read_text())
@@ -121,7 +131,7 @@ def test_ctrl_c_inside_a_results_write_keeps_the_previous_file(mnist_dir, tmp_pa
 @pytest.mark.slow
 def test_sigterm_ends_with_143_and_one_line_and_the_rerun_resumes(mnist_dir, tmp_path):
     out = tmp_path / "out"
-    argv = ["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)]
+    argv = one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)])
     command, paused = paused_command(tmp_path, "main_learning_rate", argv)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env())
@@ -147,8 +157,8 @@ def test_sigterm_ends_with_143_and_one_line_and_the_rerun_resumes(mnist_dir, tmp
 def test_a_full_disk_stops_the_sweep_with_one_sentence_and_no_temporary_files(mnist_dir, tmp_path):
     with tmpfs(tmp_path / "small") as out:
         code, stdout, err = run_script("main_learning_rate",
-                                       ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out, epochs=2),
-                                        "--no-disk-check"])  # past the check before training (test_disk.py)
+                                       one_batch(["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out, epochs=2),
+                                                  "--no-disk-check"]))  # past the check before training (test_disk.py)
         assert code == 1
         line = one_line(err)
         assert "No space left on device" in line and str(out) in line and "run the same command again" in line
@@ -171,19 +181,20 @@ def enospc_on(monkeypatch, prefix):
 
 def test_a_results_write_that_cannot_complete_leaves_the_previous_file(mnist_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, out)])
+    argv = one_batch(["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out)]))
     assert code == 0, err
     path = out / "results" / "learning_rate.json"
     before = path.read_text()
     with monkeypatch.context() as m:
         enospc_on(m, ".learning_rate.json.")
-        code, _, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)])
+        code, _, err = run_script("main_learning_rate", argv)
     assert code == 1
     line = one_line(err)
     assert str(path) in line and "No space left on device" in line
     assert path.read_text() == before and temporary_files(out) == []
     # the finished run's own record was written first, so the rerun finds it
-    code, stdout, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)])
+    code, stdout, err = run_script("main_learning_rate", argv)
     assert code == 0 and "lr_0.001: already completed" in stdout
     assert {r["name"] for r in load_results(out, "learning_rate")["runs"]} == {"lr_0.0001", "lr_0.001"}
 
@@ -212,7 +223,7 @@ def test_plotting_and_report_refuse_an_unwritable_output_in_one_sentence(mnist_d
     import plotting
     import report
     out = tmp_path / "out"
-    code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, out)])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out)]))
     assert code == 0, err
     shutil.rmtree(out / "images")
     (out / "images").write_text("in the way")

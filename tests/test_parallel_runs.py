@@ -3,8 +3,10 @@ sweep's runs, --shard I/N for job arrays. No process loses another's runs, no ru
 trained twice at once, and a rerun trains only what is missing."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -33,14 +35,22 @@ def by_name(out):
 
 @pytest.mark.slow
 def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
+    """One sweep as a process of its own, the other in this process, on the same --out at once:
+    the second starts once the first has written its plan (begun its sweep), so that both train
+    and record their runs side by side."""
     out = tmp_path / "out"
-    logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
-    procs = [subprocess.Popen(command(mnist_dir, out, VALUES[2 * i:2 * i + 2]), cwd=ROOT, stdout=logs[i],
-                              stderr=subprocess.STDOUT, env=env()) for i in range(2)]
-    codes = [p.wait(timeout=300) for p in procs]
-    for f in logs:
-        f.close()
-    assert codes == [0, 0], [open(tmp_path / f"p{i}.log").read() for i in range(2)]
+    with open(tmp_path / "p0.log", "w") as log:
+        proc = subprocess.Popen(command(mnist_dir, out, VALUES[:2]), cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, env=env())
+    try:
+        planned = out / "results" / ".learning_rate.planned.json"
+        deadline = time.monotonic() + 300  # a guard against a child that never gets there, not a timing
+        while not planned.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES[2:], *tiny_argv(mnist_dir, out)])
+    finally:
+        child = proc.wait(timeout=300)
+    assert [child, code] == [0, 0], [(tmp_path / "p0.log").read_text(), stdout + err]
     runs = by_name(out)
     assert set(runs) == NAMES and all(r["status"] == "completed" for r in runs.values())
     csv_names = {line.split(",")[0] for line in (out / "results" / "learning_rate.csv").read_text().splitlines()[1:]}
@@ -68,18 +78,30 @@ def test_a_run_claimed_by_another_process_is_left_to_it(mnist_dir, tmp_path):
     assert code == 0 and "lr_0.001: already completed" in stdout and "lr_0.0001 epoch 1/1" in stdout
 
 
-def test_shards_one_after_another_make_the_whole_sweep(mnist_dir, tmp_path):
-    out = tmp_path / "out"
-    code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, out),
-                                                          "--shard", "1/2"])
-    assert code == 0, err
-    first = by_name(out)
+@pytest.fixture(scope="module")
+def sharded(mnist_dir, tmp_path_factory):
+    """The four-run sweep as --shard 1/2 and then --shard 2/2, in this process, on one --out:
+    each step's exit code, output and the runs recorded after it. Every run is trained alone in
+    one process (--fuse auto: one run at a time for so small a sweep), so the shards' runs are
+    also the one-process reference of the torchrun test below."""
+    out = tmp_path_factory.mktemp("sharded")
+    steps = []
+    for shard in ("1/2", "2/2"):
+        code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, out),
+                                                              "--shard", shard])
+        steps.append(dict(code=code, stdout=stdout, err=err, runs=by_name(out) if code == 0 else None))
+    yield steps
+    shutil.rmtree(out / "models", ignore_errors=True)  # ~0.7 GB of checkpoints on the RAM disk
+
+
+def test_shards_one_after_another_make_the_whole_sweep(sharded):
+    first_step, second_step = sharded
+    assert first_step["code"] == 0, first_step["err"]
+    first = first_step["runs"]
     assert set(first) == {"lr_0.0001", "lr_0.001"}  # every second run, from the first
     assert all(r["trained_on"]["shard"] == "1/2" for r in first.values())
-    code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, out),
-                                                          "--shard", "2/2"])
-    assert code == 0, err
-    runs = by_name(out)
+    assert second_step["code"] == 0, second_step["err"]
+    runs = second_step["runs"]
     assert set(runs) == NAMES
     assert {runs[n]["trained_on"]["shard"] for n in ("lr_0.0003", "lr_0.003")} == {"2/2"}
     assert runs["lr_0.0001"] == first["lr_0.0001"]  # shard 2 left shard 1's runs alone
@@ -94,23 +116,23 @@ def test_bad_shard_is_refused(tmp_path, text):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_torchrun_spreads_the_runs_two_per_rank_and_each_rank_fuses_its_share(mnist_dir, tmp_path):
-    """The four-run sweep in one process, then under torchrun with 2 gloo processes and
-    --fuse 2: each rank takes two runs and trains them as one group, and every run ends as
-    it does in one process (split kernels: the same arithmetic at any K)."""
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    code, _, err = run_script("main_learning_rate", ["--values", *VALUES, *tiny_argv(mnist_dir, single)])
-    assert code == 0, err
+def test_torchrun_spreads_the_runs_two_per_rank_and_each_rank_fuses_its_share(mnist_dir, tmp_path, sharded):
+    """The four-run sweep in one process (the shards above: each run trained alone), then under
+    torchrun with 2 gloo processes and --fuse 2: each rank takes two runs and trains them as one
+    group, and every run ends as it does in one process (split kernels: the same arithmetic at any K)."""
+    multi = tmp_path / "multi"
+    assert [step["code"] for step in sharded] == [0, 0], [step["err"] for step in sharded]
     proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES, ["--fuse", "2", "--kernels", "split"])[1:]],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "runs spread over them" in proc.stdout
-    one, two = by_name(single), by_name(multi)
+    one, two = sharded[-1]["runs"], by_name(multi)
     assert set(one) == set(two) == NAMES
     ranks = sorted(r["trained_on"]["rank"] for r in two.values())
     assert ranks == [0, 0, 1, 1]
     for name in NAMES:
         assert two[name]["status"] == "completed" and two[name]["world_size"] == 1
+        assert one[name]["fused_with"] == []  # the reference trained each run alone
         assert results.same_config(two[name]["config"], one[name]["config"])  # --kernels aside
         (partner,) = two[name]["fused_with"]  # each rank trained its two runs as one group
         assert two[partner.split(" seed ")[0]]["trained_on"]["rank"] == two[name]["trained_on"]["rank"]

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import data
 import train
 from alexnet import AlexNet
 from conftest import as_group, real_train_run, load_results, run_script, tiny_argv, whole_and_cut_lr_run, write_mnist_like
+from test_nothing_lost import one_batch
 
 pytestmark = pytest.mark.slow  # every script end to end, whole sweeps
 
@@ -105,7 +107,7 @@ def test_script_end_to_end(mnist_dir, tmp_path, script, values, names):
 
 def test_seeds_repeat_every_setting(mnist_dir, tmp_path):
     code, out, err = run_script("main_learning_rate",
-                                ["--values", "1e-4", "--seeds", "2", "--seed", "5", *tiny_argv(mnist_dir, tmp_path)])
+                                one_batch(["--values", "1e-4", "--seeds", "2", "--seed", "5", *tiny_argv(mnist_dir, tmp_path)]))
     assert code == 0, err
     results = load_results(tmp_path, "learning_rate")
     assert sorted((r["name"], r["seed"]) for r in results["runs"]) == [("lr_0.0001", 5), ("lr_0.0001", 6)]
@@ -143,15 +145,16 @@ def test_rerun_skips_completed_runs_and_fresh_retrains(mnist_dir, tmp_path):
 
 
 def test_rerun_with_changed_settings_retrains_and_new_values_are_added(mnist_dir, tmp_path):
-    code, _, _ = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)])
+    code, _, _ = run_script("main_learning_rate", one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)]))
     assert code == 0
     code, out, _ = run_script("main_learning_rate",
-                              ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, tmp_path, epochs=1)])
+                              one_batch(["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, tmp_path, epochs=1)]))
     assert code == 0
     assert "lr_0.0001: already completed" in out and "lr_0.001 epoch 1/1" in out
     assert sorted(r["name"] for r in load_results(tmp_path, "learning_rate")["runs"]) == ["lr_0.0001", "lr_0.001"]
     # more epochs is another config: retrained, not skipped
-    code, out, _ = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path, epochs=2)])
+    code, out, _ = run_script("main_learning_rate",
+                              one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path, epochs=2)]))
     assert code == 0 and "skipping" not in out
     runs = {r["name"]: r for r in load_results(tmp_path, "learning_rate")["runs"]}
     assert len(runs["lr_0.0001"]["history"]["loss"]) == 2
@@ -271,7 +274,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
         return real(config, split, num_classes, resume_path, desc)
 
     monkeypatch.setattr(train, "train_group", as_group(flaky))
-    argv = ["--values", "1e-3", "1e-4", *tiny_argv(mnist_dir, tmp_path)]
+    argv = one_batch(["--values", "1e-3", "1e-4", *tiny_argv(mnist_dir, tmp_path)])
     code, out, err = run_script("main_learning_rate", argv)
     assert code != 0
     assert "simulated device failure" in err and "failed runs: lr_0.001" in err
@@ -297,9 +300,24 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
 # ---------------------------------------------------------------------------
 # Interruption in-process (Ctrl-C): the resume checkpoint is used, or dropped with --fresh
 
+@pytest.fixture(scope="module")
+def whole_and_cut(mnist_dir, tmp_path_factory):
+    """whole_and_cut_lr_run once for both tests below: each resumes (or restarts) a copy of the cut run's
+    --out, against the one whole run's results."""
+    folder = tmp_path_factory.mktemp("whole_and_cut")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
+        made = whole_and_cut_lr_run(mnist_dir, folder, m)
+    yield made
+    shutil.rmtree(folder, ignore_errors=True)  # about 1 GB of checkpoints
+
+
 @pytest.mark.parametrize("fresh", [False, True])
-def test_interrupted_sweep_resumes_or_restarts_fresh(mnist_dir, tmp_path, monkeypatch, fresh):
-    argv, reference, out_dir, resume = whole_and_cut_lr_run(mnist_dir, tmp_path, monkeypatch)
+def test_interrupted_sweep_resumes_or_restarts_fresh(whole_and_cut, tmp_path, fresh):
+    argv, reference, cut, resume = whole_and_cut
+    out_dir = tmp_path / "cut"
+    shutil.copytree(cut, out_dir)  # the cut run's files as it left them, this test's own
+    resume = out_dir / resume.relative_to(cut)
     state = checkpoints.load(str(resume))
     assert state["epoch"] == 1 and len(state["history"]["loss"]) == 1
     assert not (out_dir / "results" / "learning_rate.json").exists()  # an interrupt is not a failure
