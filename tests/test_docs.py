@@ -93,6 +93,7 @@ RUN_BY = {
     "bench.py": [BENCH + "test_step_mode_writes_both_rates"],
     "bench.py --job": [BENCH + "test_job_mode_times_a_whole_run_both_ways"],
     "bench.py --fuse 1 2 4": [BENCH + "test_step_mode_times_each_fused_size"],
+    "bench.py --device cpu --fuse 1 --steps 3 --rounds 2 --warmup 1": [BENCH + "test_step_mode_writes_both_rates"],
     "bench.py --fuse 1 2 4 8 16": [BENCH + "test_step_mode_times_each_fused_size"],
     "bench.py --steps 50 --rounds 3": [BENCH + "test_step_mode_writes_both_rates"],
     "bench.py --precision fp32 --steps 50 --rounds 3": [BENCH + "test_step_mode_writes_both_rates"],
