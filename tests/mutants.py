@@ -321,8 +321,11 @@ def caught(name: str, before: bool = False) -> bool:
                              f"update tests/mutants.py")
         with open(path, "w") as f:
             f.write(text.replace(right, bug, 1))
+        # the tests' files inside the copy, removed with it (a caught mutant fails a test, and a
+        # failed session would otherwise keep its files on the RAM disk: tests/conftest.py)
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-n0", "-p", "no:cacheprovider",
-                              *tests.split()], cwd=dest, capture_output=True, text=True)
+                              "--basetemp", os.path.join(dest, ".pytest-files"), *tests.split()], cwd=dest,
+                             capture_output=True, text=True)
     if run.returncode not in (0, 1):  # 0: passed (missed); 1: a test failed (caught)
         raise SystemExit(f"{name}: pytest could not run {tests} (exit {run.returncode}):\n{run.stdout[-2000:]}")
     return run.returncode == 1
