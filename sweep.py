@@ -20,7 +20,7 @@ import storage
 
 storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
 gc.disable()  # loading torch makes half a million objects and no garbage: collecting them again and
-try:  # again as they come is a seventh of a script's start; after it, they are left out of collections
+try:  # again as they come is a third of a script's start-up CPU; after it, they are left out of collections
     from data import DATASETS, REGIMES  # noqa: E402
     from results import (ResultsError, add_to_plan, finished, fmt, read_results, results_path,  # noqa: E402,F401
                          run_key, same_config, table, write_record, write_results)  # fmt: the scripts use sweep.fmt

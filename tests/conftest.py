@@ -26,6 +26,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N process
     torch.set_num_threads(1)
 import train  # noqa: E402
 train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
+if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
+    train.cpu_has_native_bf16 = lambda: False
+RAM_DISK_ROOM = 8 * 2**30  # the tests' files on a RAM disk only where this much is free (a session holds ~2 GB)
 
 
 def _settle_imports():
@@ -64,9 +67,6 @@ def pytest_configure(config):
         config._ram_disk = config.option.basetemp
 
 
-RAM_DISK_ROOM = 8 * 2**30  # the most a session holds at once is about 2 GB
-
-
 def pytest_unconfigure(config):
     import shutil
     folder = getattr(config, "_ram_disk", None)
@@ -78,8 +78,7 @@ def pytest_unconfigure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     session.config._tests_failed = exitstatus == pytest.ExitCode.TESTS_FAILED
-if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
-    train.cpu_has_native_bf16 = lambda: False
+
 
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

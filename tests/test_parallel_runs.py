@@ -6,14 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import results
 
-from conftest import ROOT, load_results, run_script, tiny_argv
+from conftest import ROOT, load_results, run_script, tiny_argv, wait_for
 
 VALUES = ["1e-4", "3e-4", "1e-3", "3e-3"]
 NAMES = {"lr_0.0001", "lr_0.0003", "lr_0.001", "lr_0.003"}
@@ -43,10 +42,7 @@ def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
         proc = subprocess.Popen(command(mnist_dir, out, VALUES[:2]), cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, env=env())
     try:
-        planned = out / "results" / ".learning_rate.planned.json"
-        deadline = time.monotonic() + 300  # a guard against a child that never gets there, not a timing
-        while not planned.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(out / "results" / ".learning_rate.planned.json", proc, seconds=300)
         code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES[2:], *tiny_argv(mnist_dir, out)])
     finally:
         child = proc.wait(timeout=300)
