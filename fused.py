@@ -48,8 +48,9 @@ class FusedAlexNet(nn.Module):
             layers = [getattr(m, name) for m in members]
             join = torch.cat if name in CONVS else torch.stack
             holder = nn.Module()
-            holder.weight = nn.Parameter(join([layer.weight.detach() for layer in layers]).clone())
-            holder.bias = nn.Parameter(join([layer.bias.detach() for layer in layers]).clone())
+            # cat and stack always write a new tensor: the members' own weights are copied once
+            holder.weight = nn.Parameter(join([layer.weight.detach() for layer in layers]))
+            holder.bias = nn.Parameter(join([layer.bias.detach() for layer in layers]))
             self.add_module(name, holder)
         self.conv_shapes = {name: (getattr(members[0], name).stride, getattr(members[0], name).padding)
                             for name in CONVS}

@@ -145,6 +145,7 @@ def paused_command(tmp_path, script, argv):
     wrapper = tmp_path / f"pause_{script}.py"
     wrapper.write_text(f"""import sys, time
 sys.path.insert(0, {str(ROOT)!r})
+import sweep  # first, as the scripts load torch (sweep.py: no garbage collection meanwhile)
 import train
 real = train.save_resume_files
 def save_resume_files(*args, **kwargs):

@@ -144,6 +144,7 @@ def test_a_rank_killed_mid_sweep_loses_nothing_and_the_rerun_trains_only_what_is
     wrapper = tmp_path / "die_on_rank1.py"
     wrapper.write_text(f'''import os, sys
 sys.path.insert(0, {str(ROOT)!r})
+import sweep  # first, as the scripts load torch (sweep.py: no garbage collection meanwhile)
 import train
 real, calls = train.train_group, []
 def train_group(*args, **kwargs):
