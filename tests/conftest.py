@@ -21,13 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N processes share the cores
-    import torch
-    torch.set_num_threads(1)
-import train  # noqa: E402
-train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
-if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
-    train.cpu_has_native_bf16 = lambda: False
 RAM_DISK_ROOM = 8 * 2**30  # the tests' files on a RAM disk only where this much is free (a session holds ~2 GB)
 
 
@@ -44,7 +37,23 @@ def _settle_imports():
     gc.freeze()
 
 
-_settle_imports()
+def _set_up_test_process():
+    """What every process that runs tests does first (not xdist's controller, which runs none)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N processes share the cores
+        import torch
+        torch.set_num_threads(1)
+    import train
+    train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
+    if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
+        train.cpu_has_native_bf16 = lambda: False
+    _settle_imports()
+
+
+def _xdist_controller(config) -> bool:
+    """This process hands the tests out to xdist's processes and runs none itself (then it
+    need not load torch: its start-up comes before theirs)."""
+    return (getattr(config.option, "dist", "no") != "no" and not config.option.collectonly
+            and not hasattr(config, "workerinput"))
 
 
 def pytest_configure(config):
@@ -55,6 +64,8 @@ def pytest_configure(config):
     TESTS_ON_DISK=1 keeps pytest's own folder (/tmp/pytest-of-$USER)."""
     import shutil
     import tempfile
+    if not _xdist_controller(config):
+        _set_up_test_process()
     if config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TESTS_ON_DISK"):
         return
     shm = "/dev/shm"
