@@ -4,6 +4,7 @@ import json
 import pytest
 
 import bench
+import fused
 
 
 def test_step_mode_writes_both_rates(tmp_path, capsys):
@@ -22,12 +23,17 @@ def test_step_mode_writes_both_rates(tmp_path, capsys):
 
 
 def test_step_mode_times_each_fused_size(tmp_path):
+    """Named kernels: choosing them by timing (--kernels auto, bench's default) would time every
+    layer in both forms first; gpu_check's test runs that path."""
     path = tmp_path / "bench.json"
     code = bench.main(["--image-size", "67", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--rounds", "1",
                        "--images", "32", "--device", "cpu", "--precision", "fp32", "--fuse", "1", "3",
-                       "--json", str(path)])
+                       "--kernels", "split", "--json", str(path)])
     assert code == 0
-    assert [row["fuse"] for row in json.loads(path.read_text())["ours"]] == [1, 3]
+    rows = json.loads(path.read_text())["ours"]
+    assert [row["fuse"] for row in rows] == [1, 3]
+    assert rows[1]["kernels"]["how"] == "--kernels split"
+    assert rows[1]["kernels"]["kernels"] == {layer: "split" for layer in fused.LAYERS}
 
 
 def test_training_flops_match_the_study():
