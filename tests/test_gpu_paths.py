@@ -6,17 +6,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import data
 import fused
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_config, run_script, tiny_argv, tiny_split_of
+from conftest import load_results, run_config, run_script, tiny_argv
 from fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")
 def tiny_split(mnist_dir):
-    return tiny_split_of(mnist_dir, "full", 32, 16, 16)
+    """(dataset, Split): 8 training images in batches of 4 (two steps an epoch, as 32 in batches
+    of 16 gave, each about a third cheaper), 16 validation and 16 test images. The
+    configs say batch 16 (run_config); what trains is the Split's batches."""
+    ds = data.load_dataset("mnist", str(mnist_dir), 67, download=False)
+    train_idx, val_idx = data.split_indices(len(ds.train_labels), "full", 8, 16)
+    return ds, train.Split(ds, train_idx, val_idx, 16, 4, 67, torch.device("cpu"))
 
 
 # -- precision by capability --------------------------------------------------------------
@@ -129,8 +135,8 @@ def fp16(**changes):
 @pytest.fixture
 def scalers_without_half(monkeypatch):
     """fp16 runs with their gradient scalers, their arithmetic in fp32: what is tested here is
-    each member's scaling and skipping, and fp16 autocast takes 4 s a step on a CPU (one real
-    fp16 run: tests/test_precision_compile.py)."""
+    each member's scaling and skipping, and fp16 autocast takes about 20x fp32's time on a CPU
+    (one real fp16 run: tests/test_precision_compile.py)."""
     monkeypatch.setattr(train, "autocast", lambda device, precision: torch.autocast(device.type, enabled=False))
 
 
@@ -182,9 +188,12 @@ def test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged(tiny
 
 def test_fp16_with_fusion_trains_from_the_command_line(mnist_dir, tmp_path, scalers_without_half):
     """Grouped kernels, given: the fp16 tests above train split, and what auto's timing would
-    pick is not the subject here."""
+    pick is not the subject here. One training batch of 4, 4 validation and 4 test images: no
+    number is compared here."""
     code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, tmp_path),
-                                                       "--fuse", "2", "--precision", "fp16", "--kernels", "grouped"])
+                                                       "--fuse", "2", "--precision", "fp16", "--kernels", "grouped",
+                                                       "--train-size", "4", "--batch-size", "4", "--val-size", "4",
+                                                       "--test-size", "4"])
     assert code == 0, err
     assert "fused: 2 runs at once" in out
     runs = load_results(tmp_path, "learning_rate")["runs"]
@@ -211,16 +220,20 @@ def oom_in_group_of(monkeypatch, size, at_epoch, always=False):
 
 @pytest.mark.slow
 def test_out_of_memory_splits_the_group_and_every_run_completes(mnist_dir, tmp_path, monkeypatch):
-    values = ["--values", "1e-4", "2e-4", "5e-4", "1e-3", "--fuse", "4", "--kernels", "split", "--train-size", "16"]
-    # the reference's numbers only: no checkpoints (resume files and finished runs' weights change no number)
+    # one training batch of 4 an epoch; finished runs keep no weights (they change no number)
+    values = ["--values", "1e-4", "2e-4", "5e-4", "1e-3", "--fuse", "4", "--kernels", "split", "--train-size", "4",
+              "--batch-size", "4", "--save", "none"]
+    # the reference's numbers only: no resume files either
     code, _, err = run_script("main_learning_rate", [*tiny_argv(mnist_dir, tmp_path / "whole", epochs=2), *values,
-                                                     "--checkpoint-seconds", "1e9", "--save", "none"])
+                                                     "--checkpoint-seconds", "1e9"])
     assert code == 0, err
     reference = {r["name"]: r for r in load_results(tmp_path / "whole", "learning_rate")["runs"]}
     raised = oom_in_group_of(monkeypatch, 4, at_epoch=1)
+    # resume files after epoch 1 (tiny_argv: --checkpoint-seconds 0): the halves go on from them
     code, out, err = run_script("main_learning_rate", [*tiny_argv(mnist_dir, tmp_path / "oom", epochs=2), *values])
     assert code == 0, err
     assert raised and "out of memory with 4 runs fused" in out and "going on as 2 + 2" in out
+    assert out.count("resuming from epoch 2 of 2") == 4  # each half from its runs' epoch-1 resume files
     runs = {r["name"]: r for r in load_results(tmp_path / "oom", "learning_rate")["runs"]}
     assert runs.keys() == reference.keys()
     for name, run in runs.items():
@@ -265,10 +278,12 @@ def test_fuse_auto_takes_the_k_an_injected_timing_table_says_is_fastest(mnist_di
     table = {1: 100.0, 2: 250.0, 4: 240.0}
     monkeypatch.setattr(train, "trial_images_per_s", lambda configs, *a: table[len(configs)])
     monkeypatch.setattr(sweep, "SEARCH_SHARE", 20.0)  # let a tiny sweep pay for the search
-    # one training batch a run: what is tested is the K chosen, not the training
+    # one training batch of 4 a run, 4 validation and 4 test images: what is tested is the K chosen, not
+    # the training (the search's cost, 47 batches, still within 20x the sweep's 4 runs of one batch each)
     code, out, err = run_script("main_activation", ["--values", "relu", "tanh", "elu", "gelu",
-                                                    *tiny_argv(mnist_dir, tmp_path, extra=["--kernels", "split",
-                                                                                           "--train-size", "16"])])
+                                                    *tiny_argv(mnist_dir, tmp_path, extra=[
+                                                        "--kernels", "split", "--train-size", "4", "--batch-size",
+                                                        "4", "--val-size", "4", "--test-size", "4"])])
     assert code == 0, err
     assert "--fuse auto: K = 2" in out and "fused: 2 + 2 runs at once (--fuse auto, 2 chosen)" in out
     for run in load_results(tmp_path, "activation")["runs"]:
@@ -278,9 +293,12 @@ def test_fuse_auto_takes_the_k_an_injected_timing_table_says_is_fastest(mnist_di
 
 def test_fuse_auto_on_a_sweep_too_small_to_time_trains_one_run_at_a_time(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "trial_images_per_s", lambda *a: pytest.fail("a tiny sweep must not be timed"))
-    # one training batch a run (the sweep only gets smaller: still too small to time)
+    # one training batch of 4 a run, 4 validation and 4 test images (timing K = 1, 2 would still cost
+    # 19 batches, 950% of the sweep's 2: too small to time)
     code, out, err = run_script("main_activation", ["--values", "relu", "tanh",
-                                                    *tiny_argv(mnist_dir, tmp_path, extra=["--train-size", "16"])])
+                                                    *tiny_argv(mnist_dir, tmp_path, extra=[
+                                                        "--train-size", "4", "--batch-size", "4", "--val-size", "4",
+                                                        "--test-size", "4"])])
     assert code == 0, err
     assert "would cost" in out and "training one run at a time" in out
     assert all(r["fused_with"] == [] for r in load_results(tmp_path, "activation")["runs"])
