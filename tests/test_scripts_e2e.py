@@ -1,6 +1,9 @@
 """Every main_*.py end to end on tiny data (67 px, a few dozen images, 1-2 epochs, fp32 on
 the CPU): checkpoints, results files, plots and table; reruns, --fresh, --seeds; CIFAR-10
-and image-folder data; missing and corrupt data; divergence and failure isolation."""
+and image-folder data; missing and corrupt data; divergence and failure isolation.
+
+Where what a test checks does not depend on how many batches an epoch has, its runs train on 16
+images, one batch an epoch (test_nothing_lost.one_batch)."""
 import csv
 import json
 import math
@@ -14,7 +17,8 @@ import checkpoints
 import data
 import train
 from alexnet import AlexNet
-from conftest import as_group, real_train_run, load_results, run_script, tiny_argv, whole_and_cut_lr_run, write_mnist_like
+from conftest import (as_group, interrupt_second_epoch, real_train_run, load_results, run_script, tiny_argv,
+                      write_mnist_like)
 from test_nothing_lost import one_batch
 
 pytestmark = pytest.mark.slow  # every script end to end, whole sweeps
@@ -38,18 +42,23 @@ def check_outputs(out, experiment, names, epochs, stdout, num_classes=10, status
             assert [len(run["history"][k]) for k in ("loss", "train_acc", "val_acc")] == [epochs] * 3
             assert 0 <= run["test_acc"] <= 1
             assert all(math.isfinite(v) for v in run["history"]["loss"])
-        # the checkpoint: plain state_dict keys, config, history and test accuracy
+        # the checkpoint: plain state_dict keys, config, history and test accuracy (its tensors mapped
+        # from the file, not read: only their names and shapes are checked)
         ckpt = torch.load(os.path.join(out, "models", experiment, f"{name}.pt"), weights_only=True,
-                          map_location="cpu")
+                          map_location="cpu", mmap=True)
         assert set(ckpt) >= {"model", "config", "history", "test_acc"}
         assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
         assert ckpt["history"] == run["history"] and ckpt["test_acc"] == run["test_acc"]
         cfg = ckpt["config"]
         for key, value in run["params"].items():
             assert cfg[key] == value
-        model = AlexNet(num_classes=num_classes, activation=cfg["activation"], dropout=cfg["dropout"],
-                        image_size=cfg["image_size"])
-        model.load_state_dict(ckpt["model"])
+        # the network its config describes takes the state_dict: the same names and shapes, no key
+        # missing or left over (strict loading checks these whatever the device; built on the meta
+        # device, it skips initialising 22M weights that the checkpoint's replace)
+        with torch.device("meta"):
+            model = AlexNet(num_classes=num_classes, activation=cfg["activation"], dropout=cfg["dropout"],
+                            image_size=cfg["image_size"])
+        model.load_state_dict(ckpt["model"], assign=True)
         assert not os.path.exists(os.path.join(out, "models", experiment, f"{name}.resume.pt"))
         # the table on stdout has a row per run
         assert any(line.startswith(name + " ") and status in line for line in stdout.splitlines())
@@ -86,22 +95,45 @@ def test_results_json_is_standard_json(lr_sweep):
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
 
 
+ACTIVATIONS = ["leakyrelu", "tanh", "elu"]  # elu: the run whose checkpoint docs/outputs.md loads
+
+
+def script_argv(mnist_dir, out, values):
+    return one_batch((["--values", *values] if values else []) + tiny_argv(mnist_dir, out, epochs=1))
+
+
+@pytest.fixture(scope="module")
+def activation_sweep(mnist_dir, tmp_path_factory):
+    """main_activation end to end once, for test_script_end_to_end and the checkpoint snippet test:
+    (its --out, (exit code, stdout, stderr))."""
+    out = tmp_path_factory.mktemp("activation")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
+        made = run_script("main_activation", script_argv(mnist_dir, out, ACTIVATIONS))
+    yield out, made
+    shutil.rmtree(out, ignore_errors=True)
+
+
 @pytest.mark.parametrize("script, values, names", [
     ("main_weight_regularization", ["0,0", "5e-6,9.5e-5"], ["l1_0_l2_0", "l1_5e-06_l2_9.5e-05"]),
-    ("main_activation", ["leakyrelu", "tanh"], ["leakyrelu", "tanh"]),
+    ("main_activation", ACTIVATIONS, ACTIVATIONS),
     ("main_dropout", ["0", "0.25"], ["p0", "p0.25"]),
     ("main_consolidated", None, ["baseline", "consolidated"]),
     ("main_optimizer", ["adagrad", "adam:1e-4"], ["adagrad_lr0.01", "adam_lr0.0001"]),
 ])
-def test_script_end_to_end(mnist_dir, tmp_path, script, values, names):
+def test_script_end_to_end(mnist_dir, tmp_path, request, script, values, names):
     experiment = script[len("main_"):]
-    argv = (["--values", *values] if values else []) + tiny_argv(mnist_dir, tmp_path, epochs=1)
-    code, out, err = run_script(script, argv)
+    if script == "main_activation":  # run once for this test and the checkpoint snippet's
+        out_dir, (code, out, err) = request.getfixturevalue("activation_sweep")
+    else:
+        out_dir = tmp_path
+        code, out, err = run_script(script, script_argv(mnist_dir, out_dir, values))
     assert code == 0, err
-    results = check_outputs(tmp_path, experiment, names, 1, out)
+    results = check_outputs(out_dir, experiment, names, 1, out)
     regime = "full" if experiment in ("dropout", "consolidated") else "subset"
     for run in results["runs"]:
         assert run["config"]["regime"] == regime and run["config"]["epochs"] == 1
+        assert run["config"]["train_size"] == 16 and run["images"]["train"] == 16
         assert run["config"]["image_size"] == 67 and run["config"]["precision"] == "fp32"
 
 
@@ -121,26 +153,63 @@ def test_seeds_repeat_every_setting(mnist_dir, tmp_path):
 # ---------------------------------------------------------------------------
 # Reruns
 
-def test_rerun_skips_completed_runs_and_fresh_retrains(mnist_dir, tmp_path):
-    argv = ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)]
-    code, out, _ = run_script("main_learning_rate", argv)
-    assert code == 0
-    first = load_results(tmp_path, "learning_rate")
-    model = tmp_path / "models" / "learning_rate" / "lr_0.0001.pt"
+def copy_out(src, dst):
+    """A sweep's --out copied as the sweep left it, hard links kept (a run's .best.pt is a link
+    to its .pt where its best epoch is its last)."""
+    copied = {}
+
+    def copy(s, d):
+        inode = (os.stat(s).st_dev, os.stat(s).st_ino)
+        if inode in copied:
+            os.link(copied[inode], d)
+        else:
+            copied[inode] = shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=copy)
+
+
+@pytest.fixture(scope="module")
+def lr_runs(mnist_dir, tmp_path_factory):
+    """conftest.whole_and_cut_lr_run once, with one batch an epoch, for the tests that copy its --outs
+    (a rerun's and an interrupted sweep's, below): a 2-epoch learning-rate run (lr 1e-4) done whole,
+    and the same run cut by Ctrl-C after epoch 1.
+    A dict: argv (for an --out), whole (its --out), reference (its results entry), cut (the cut
+    run's --out), resume (its resume file)."""
+    folder = tmp_path_factory.mktemp("whole_and_cut")
+    argv = lambda out: one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)])
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
+        code, _, err = run_script("main_learning_rate", argv(folder / "whole"))
+        assert code == 0, err
+        reference = load_results(folder / "whole", "learning_rate")["runs"][0]
+        cut = folder / "cut"
+        interrupt_second_epoch(m)
+        code, _, err = run_script("main_learning_rate", argv(cut))
+    assert code == 130 and "run the same command again to resume" in err and "Traceback" not in err
+    yield dict(argv=argv, whole=folder / "whole", reference=reference, cut=cut,
+               resume=cut / "models" / "learning_rate" / "lr_0.0001.resume.pt")
+    shutil.rmtree(folder, ignore_errors=True)  # about 0.4 GB of checkpoints
+
+
+def test_rerun_skips_completed_runs_and_fresh_retrains(lr_runs, tmp_path):
+    argv, out_dir = lr_runs["argv"], tmp_path / "out"
+    copy_out(lr_runs["whole"], out_dir)  # the first sweep of this command, finished, as it left its --out
+    first = load_results(out_dir, "learning_rate")
+    model = out_dir / "models" / "learning_rate" / "lr_0.0001.pt"
     stamp = model.stat().st_mtime_ns
 
-    code, out, _ = run_script("main_learning_rate", argv)
+    code, out, _ = run_script("main_learning_rate", argv(out_dir))
     assert code == 0
-    assert "skipping" in out and "epoch 1/1" not in out
+    assert "skipping" in out and "epoch 1/2" not in out
     assert model.stat().st_mtime_ns == stamp
-    assert load_results(tmp_path, "learning_rate")["runs"] == first["runs"]
+    assert load_results(out_dir, "learning_rate")["runs"] == first["runs"]
     assert "lr_0.0001" in out.split("skipping")[-1]  # still in the table
 
-    code, out, _ = run_script("main_learning_rate", argv + ["--fresh"])
+    code, out, _ = run_script("main_learning_rate", argv(out_dir) + ["--fresh"])
     assert code == 0
-    assert "skipping" not in out and "lr_0.0001 epoch 1/1" in out
+    assert "skipping" not in out and "lr_0.0001 epoch 1/2" in out
     assert model.stat().st_mtime_ns != stamp
-    again = load_results(tmp_path, "learning_rate")["runs"][0]
+    again = load_results(out_dir, "learning_rate")["runs"][0]
     assert again["history"] == first["runs"][0]["history"]  # deterministic retraining
 
 
@@ -300,21 +369,9 @@ def test_a_failing_run_is_recorded_and_the_others_complete(mnist_dir, tmp_path, 
 # ---------------------------------------------------------------------------
 # Interruption in-process (Ctrl-C): the resume checkpoint is used, or dropped with --fresh
 
-@pytest.fixture(scope="module")
-def whole_and_cut(mnist_dir, tmp_path_factory):
-    """whole_and_cut_lr_run once for both tests below: each resumes (or restarts) a copy of the cut run's
-    --out, against the one whole run's results."""
-    folder = tmp_path_factory.mktemp("whole_and_cut")
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
-        made = whole_and_cut_lr_run(mnist_dir, folder, m)
-    yield made
-    shutil.rmtree(folder, ignore_errors=True)  # about 1 GB of checkpoints
-
-
 @pytest.mark.parametrize("fresh", [False, True])
-def test_interrupted_sweep_resumes_or_restarts_fresh(whole_and_cut, tmp_path, fresh):
-    argv, reference, cut, resume = whole_and_cut
+def test_interrupted_sweep_resumes_or_restarts_fresh(lr_runs, tmp_path, fresh):
+    argv, reference, cut, resume = (lr_runs[k] for k in ("argv", "reference", "cut", "resume"))
     out_dir = tmp_path / "cut"
     shutil.copytree(cut, out_dir)  # the cut run's files as it left them, this test's own
     resume = out_dir / resume.relative_to(cut)
@@ -333,12 +390,13 @@ def test_interrupted_sweep_resumes_or_restarts_fresh(whole_and_cut, tmp_path, fr
     assert not resume.exists()
 
 
-def test_readme_checkpoint_snippet_loads_the_model(mnist_dir, tmp_path):
-    """The README's loading code: the checkpoint's config and num_classes rebuild the network."""
+def test_readme_checkpoint_snippet_loads_the_model(activation_sweep):
+    """The README's loading code (docs/outputs.md): the checkpoint's config and num_classes rebuild
+    the network."""
     from alexnet import AlexNet
-    code, _, _ = run_script("main_activation", ["--values", "elu", *tiny_argv(mnist_dir, tmp_path)])
+    out_dir, (code, _, _) = activation_sweep
     assert code == 0
-    ckpt = torch.load(tmp_path / "models" / "activation" / "elu.pt", weights_only=True, map_location="cpu")
+    ckpt = torch.load(out_dir / "models" / "activation" / "elu.pt", weights_only=True, map_location="cpu")
     c = ckpt["config"]
     model = AlexNet(ckpt["num_classes"], c["activation"], c["dropout"], image_size=c["image_size"])
     model.load_state_dict(ckpt["model"])

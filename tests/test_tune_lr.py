@@ -1,6 +1,8 @@
 """--tune-lr: every setting at each rate of a grid, compared each at its own best rate
 (chosen on validation accuracy only), beside the ranking at the study's fixed rates."""
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -45,9 +47,19 @@ def tuned(mnist_dir, out, monkeypatch, group=None, extra=()):
     return code, stdout, err, group.calls
 
 
-def test_each_setting_at_its_rate_chosen_on_validation(mnist_dir, tmp_path, monkeypatch):
-    out = tmp_path / "tuned"
-    code, stdout, err, calls = tuned(mnist_dir, out, monkeypatch)
+@pytest.fixture(scope="module")
+def tuned_sweep(mnist_dir, tmp_path_factory):
+    """tuned() once, with the stand-in's numbers, for the tests that read its --out or copy it: a dict
+    of out, code, stdout, err and calls (the runs the stand-in trained)."""
+    out = tmp_path_factory.mktemp("tuned") / "tuned"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
+        code, stdout, err, calls = tuned(mnist_dir, out, m)
+    return dict(out=out, code=code, stdout=stdout, err=err, calls=calls)
+
+
+def test_each_setting_at_its_rate_chosen_on_validation(tuned_sweep):
+    out, code, stdout, err, calls = (tuned_sweep[k] for k in ("out", "code", "stdout", "err", "calls"))
     assert code == 0, err
     assert sorted(set(calls)) == sorted(TABLE) and len(calls) == 12  # 2 settings x 3 rates x 2 seeds
     results = load_results(out, "activation")
@@ -71,9 +83,10 @@ def test_each_setting_at_its_rate_chosen_on_validation(mnist_dir, tmp_path, monk
     assert "tanh: 3e-05 40.50%, 0.0001 50.50%, 0.0003* 80.50%  (at the edge of the grid: widen the grid)" in stdout
 
 
-def test_a_ranking_that_tuning_changes_is_shown_both_ways(mnist_dir, tmp_path, monkeypatch):
+def test_a_ranking_that_tuning_changes_is_shown_both_ways(tuned_sweep, tmp_path):
     out = tmp_path / "flip"
-    code, stdout, err, _ = tuned(mnist_dir, out, monkeypatch)
+    shutil.copytree(tuned_sweep["out"], out)  # this test's own copy: the report is written into it
+    code, stdout, err = (tuned_sweep[k] for k in ("code", "stdout", "err"))
     assert code == 0, err
     results = load_results(out, "activation")
     assert results["fixed"]["best"]["setting"] == "relu" and results["best"]["setting"] == "tanh"
@@ -89,9 +102,9 @@ def test_a_ranking_that_tuning_changes_is_shown_both_ways(mnist_dir, tmp_path, m
     assert (out / "images" / "activation_isolation.png").stat().st_size > 0
 
 
-def test_a_tuned_sweep_killed_midway_resumes_to_the_same_choices(mnist_dir, tmp_path, monkeypatch):
-    whole = tmp_path / "whole"
-    assert tuned(mnist_dir, whole, monkeypatch)[0] == 0
+def test_a_tuned_sweep_killed_midway_resumes_to_the_same_choices(mnist_dir, tuned_sweep, tmp_path, monkeypatch):
+    whole = tuned_sweep["out"]
+    assert tuned_sweep["code"] == 0
     cut = tmp_path / "cut"
     code, _, _, calls = tuned(mnist_dir, cut, monkeypatch, stand_in(stop_at=("tanh", 1e-4)), ["--fuse", "1"])
     assert code != 0 and 0 < len(calls) < 12
@@ -179,22 +192,24 @@ def test_fused_runs_of_one_setting_at_different_rates_equal_the_runs_alone(mnist
     assert len(losses) == 3  # the rates really differ
 
 
-def test_from_results_takes_a_tuned_winner_with_its_chosen_rate(mnist_dir, tmp_path, monkeypatch):
+def test_from_results_takes_a_tuned_winner_with_its_chosen_rate(mnist_dir, tuned_sweep, tmp_path, monkeypatch):
     from test_report import consolidated_with_fake_training
     out = tmp_path / "cons"
+    shutil.copytree(tuned_sweep["out"], out)  # the tuned activation sweep, as it left its --out
+    assert tuned_sweep["code"] == 0
     write_study(out, skip=("activation",))
-    assert tuned(mnist_dir, out, monkeypatch)[0] == 0
     params, lines = consolidated_with_fake_training(mnist_dir, out, monkeypatch)
     assert params["activation"] == "tanh" and params["lr"] == 3e-4
     assert any(line.startswith("--from-results: activation best is tanh at its chosen lr 0.0003 ") for line in lines)
     assert "--from-results: lr=0.0003, the rate the tuned sweeps (activation) chose for their winners" in lines
 
 
-def test_from_results_keeps_its_lr_when_tuned_sweeps_disagree(mnist_dir, tmp_path, monkeypatch):
+def test_from_results_keeps_its_lr_when_tuned_sweeps_disagree(mnist_dir, tuned_sweep, tmp_path, monkeypatch):
     from test_report import consolidated_with_fake_training
     out = tmp_path / "disagree"
+    shutil.copytree(tuned_sweep["out"], out)  # the tuned activation sweep, as it left its --out
+    assert tuned_sweep["code"] == 0
     write_study(out, skip=("activation", "learning_rate"))
-    assert tuned(mnist_dir, out, monkeypatch)[0] == 0
     dropout = json.loads((out / "results" / "dropout.json").read_text())
     for run in dropout["runs"]:  # the dropout sweep was tuned too, and chose 3e-5 for its winner p0.3
         run["tune"] = {"setting": run["name"], "own_lr": 3e-5, "params": run["params"], "grid": ["3e-05"]}
@@ -207,9 +222,9 @@ def test_from_results_keeps_its_lr_when_tuned_sweeps_disagree(mnist_dir, tmp_pat
     assert "activation 0.0003, dropout 3e-05" in note and "keeping lr=0.0001" in note
 
 
-def test_shards_of_a_tuned_sweep_end_as_the_whole(mnist_dir, tmp_path, monkeypatch):
-    whole = tmp_path / "whole"
-    assert tuned(mnist_dir, whole, monkeypatch)[0] == 0
+def test_shards_of_a_tuned_sweep_end_as_the_whole(mnist_dir, tuned_sweep, tmp_path, monkeypatch):
+    whole = tuned_sweep["out"]
+    assert tuned_sweep["code"] == 0
     parts = tmp_path / "parts"
     trained = []
     for i in (1, 2, 3):

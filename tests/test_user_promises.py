@@ -14,15 +14,18 @@ import train
 from alexnet import AlexNet
 from conftest import ROOT, load_results, run_config, run_script, tiny_argv, tiny_split_of
 from fused import FusedAlexNet
+from test_nothing_lost import one_batch
 
 
 @pytest.fixture(scope="module")
 def tiny_split(mnist_dir):
-    return tiny_split_of(mnist_dir, "full", 32, 64, 40)
+    """16 training images (an epoch of one batch: what the tests below check does not depend on the
+    number of batches), 64 validation and 40 test images."""
+    return tiny_split_of(mnist_dir, "full", 16, 64, 40)
 
 
 def config(**changes):
-    return run_config(**{"epochs": 1, "val_size": 64, "test_size": 40, **changes})
+    return run_config(**{"epochs": 1, "train_size": 16, "val_size": 64, "test_size": 40, **changes})
 
 
 # 1. Accuracy is measured with dropout off: the original study's slip
@@ -76,8 +79,8 @@ def test_dropout_never_touches_the_logits(fused):
         model = FusedAlexNet([model], ["relu"], [0.9], [torch.Generator().manual_seed(0)])
     model.train()
     with torch.no_grad():
-        logits = model(torch.randn(64, 3, 67, 67))
-    # dropout on the logits would zero about 90% of them; a linear layer's outputs are never exactly 0
+        logits = model(torch.randn(16, 3, 67, 67))
+    # dropout on the logits would zero about 90% of these 160; a linear layer's outputs are never exactly 0
     assert (logits == 0).float().mean().item() == 0.0
 
 
@@ -152,7 +155,7 @@ def test_a_run_failing_after_a_checkpoint_resumes_on_rerun(mnist_dir, tmp_path, 
             raise RuntimeError("simulated out of memory")
         return real(model, loader, precision)
 
-    argv = ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path, epochs=2)]
+    argv = one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path, epochs=2)])
     with monkeypatch.context() as m:
         m.setattr(train, "evaluate", failing)
         code, out, err = run_script("main_learning_rate", argv)
