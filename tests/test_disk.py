@@ -54,8 +54,10 @@ def test_a_run_whose_best_epoch_is_the_last_leaves_one_copy_of_its_weights(mnist
                                         ("none", set())])
 def test_each_save_choice_keeps_what_it_says(mnist_dir, tmp_path, monkeypatch, capsys, save, kept):
     best_at_epoch_1_of_2(monkeypatch)
-    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", "--save", save,
-                                                               *tiny_argv(mnist_dir, tmp_path, epochs=2)]))
+    # 4 test images: no accuracy is looked at here, and evaluate.py draws a panel for each
+    # test image predicted wrong (up to 16), the largest part of what each evaluation below costs
+    argv = tiny_argv(mnist_dir, tmp_path, epochs=2, extra=["--test-size", "4"])
+    code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", "--save", save, *argv]))
     assert code == 0, err
     (run,) = load_results(tmp_path, "learning_rate")["runs"]
     assert run["best_epoch"] == 1 and run["config"]["save"] == save
