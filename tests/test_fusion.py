@@ -2,6 +2,8 @@
 each be the run trained alone: same history and test accuracy (fp32, within 1e-4
 relative), a diverging run leaves the others unchanged, and every run's checkpoint
 is a plain AlexNet (a killed group resuming with another K: test_kill_resume.py)."""
+import shutil
+
 import pytest
 import torch
 
@@ -44,13 +46,33 @@ def alone(tiny_split):
     return [train.train_run(c, split, ds.num_classes) for c in MEMBERS]
 
 
+@pytest.fixture(scope="module")
+def grouped(tiny_split, tmp_path_factory):
+    """(records, resume paths): MEMBERS fused with grouped kernels on every layer, as
+    test_each_fused_run_is_the_run_trained_alone trains them; MEMBERS[0] and MEMBERS[1] write
+    their resume files after epoch 1 (checkpoint_seconds 0), which the resume test resumes alone."""
+    ds, split = tiny_split
+    folder = tmp_path_factory.mktemp("grouped")
+    paths = [str(folder / f"r{i}.resume.pt") for i in range(2)]
+    records = train.train_group([{**c, "kernels": "grouped"} for c in MEMBERS], split, ds.num_classes,
+                                [*paths, None, None])
+    yield records, paths
+    shutil.rmtree(folder, ignore_errors=True)  # two runs' weights and Adam states: not kept for the session
+
+
 @pytest.mark.parametrize("kernels", ["grouped", "split"])
-def test_each_fused_run_is_the_run_trained_alone(tiny_split, alone, kernels):
+def test_each_fused_run_is_the_run_trained_alone(tiny_split, alone, kernels, request):
     """Both forms, each on every layer (auto picks between them by timing, so a test of auto
     would take whichever path the machine's speed chose): grouped within kernel-order
-    differences, split equal."""
+    differences, split equal. (The grouped runs: the `grouped` fixture, whose resume files
+    the resume test reads.)"""
     ds, split = tiny_split
-    fused = train.train_group([{**c, "kernels": kernels} for c in MEMBERS], split, ds.num_classes)
+    if kernels == "grouped":
+        fused = request.getfixturevalue("grouped")[0]
+    else:
+        fused = train.train_group([{**c, "kernels": kernels} for c in MEMBERS], split, ds.num_classes)
+    for f in fused:
+        assert f["kernels"]["kernels"] == {name: kernels for name in LAYERS}
     for f, a in zip(fused, alone):
         assert_same_run(f, a)
         if kernels == "split":
@@ -74,9 +96,12 @@ def test_choosing_kernels_changes_no_weight_and_no_dropout_stream(tiny_split):
     weights = [group.model.member_state_dict(k) for k in range(2)]
     streams = [g.get_state() for g in group.model.generators]
     x, _ = next(train.group_batches(split.train, [0, 1], 0))
+    x = x[:1]  # one image (each member's first) is enough to time every layer in both forms: about a third less CPU
     import fused
     fused._CHOSEN.clear()
-    group.choose_kernels(x, "fp32", "auto")
+    chosen = group.choose_kernels(x, "fp32", "auto")
+    assert chosen["how"].startswith("timed") and set(chosen["seconds"]) >= set(LAYERS)  # both forms were run
+    assert all(set(chosen["seconds"][name]) == {"grouped", "split"} for name in LAYERS)
     assert all(torch.equal(g.get_state(), s) for g, s in zip(group.model.generators, streams))
     for k in range(2):
         for name, tensor in group.model.member_state_dict(k).items():
@@ -103,30 +128,29 @@ def test_a_diverging_run_leaves_the_group_and_the_others_unchanged(tiny_split, a
         assert_same_run(fused[i], reference)
 
 
-def test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused(tiny_split, alone, tmp_path):
-    """Resume files are per run, in one schema: whatever K wrote them, any K reads them."""
+def test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused(tiny_split, alone, grouped):
+    """Resume files are per run, in one schema: whatever K wrote them, any K reads them.
+    The files: those train_group wrote after epoch 1 for MEMBERS[0] and MEMBERS[1] of the
+    four fused with grouped kernels (the `grouped` fixture), each resumed alone."""
     ds, split = tiny_split
     reference = alone[:2]  # each run trained alone, uninterrupted
-    paths = [str(tmp_path / f"r{i}.resume.pt") for i in range(2)]
-    # a fused group's first epoch, saved as each run's resume file
-    import checkpoints
-    group = train.Group(MEMBERS[:2], ds.num_classes, torch.device("cpu"))
-    step = group.make_step("fp32")
-    totals = train.train_one_epoch(step, group.model, split.train, [0, 1], 0, "", False)
-    accs = train.evaluate(group.model, split.val, "fp32")
-    for j in range(2):
-        history = {"loss": [totals[j][0] / 32], "train_acc": [totals[j][1] / 32], "val_acc": [accs[j]]}
-        checkpoints.save(checkpoints.resume_state(group.member_state(j), 1, history, MEMBERS[j]), paths[j])
+    fused, paths = grouped
     resumed = [train.train_run(MEMBERS[j], split, ds.num_classes, paths[j]) for j in range(2)]
-    for r, ref in zip(resumed, reference):
+    for r, ref, f in zip(resumed, reference, fused):
+        # epoch 1 is the fused group's, read from its file (a file holds no timing of the epoch it saved,
+        # where a run trained from epoch 1 has one): a resume, not a new run
+        assert r["timing"]["train_seconds"][0] is None and ref["timing"]["train_seconds"][0] is not None
+        assert r["history"]["loss"][0] == f["history"]["loss"][0]
+        assert r["epochs_completed"] == 2 and r["kernels"] == {"how": "one run: plain layers"}
         assert_same_run(r, ref)
 
 
 def test_fused_checkpoints_load_into_alexnet_and_give_the_recorded_accuracy(mnist_dir, tmp_path):
     out = tmp_path / "out"
+    # one training step (16 images, a batch): the checkpoints and their recorded accuracy are the subject
     code, stdout, err = run_script("main_activation", ["--values", "relu", "tanh", "elu",
                                                        *tiny_argv(mnist_dir, out), "--fuse", "3",
-                                                       "--kernels", "split"])
+                                                       "--kernels", "split", "--train-size", "16"])
     assert code == 0, err
     assert "fused: 3 runs at once" in stdout
     ds = data.load_dataset("mnist", str(mnist_dir))

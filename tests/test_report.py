@@ -63,11 +63,14 @@ def section(text, title):
     return text[start:] if end < 0 else text[start:end]
 
 
-@pytest.fixture
-def study(mnist_dir, tmp_path, monkeypatch):
-    out = tmp_path / "study"
-    run_activation(mnist_dir, out, monkeypatch, "leakyrelu")
-    run_learning_rate(mnist_dir, out, monkeypatch)
+@pytest.fixture(scope="module")
+def study(mnist_dir, tmp_path_factory):
+    """One fabricated study (activation and learning rate, two seeds each), shared by the tests
+    that only report on it (each writes the same REPORT.md from the same results files)."""
+    out = tmp_path_factory.mktemp("study")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_activation(mnist_dir, out, monkeypatch, "leakyrelu")
+        run_learning_rate(mnist_dir, out, monkeypatch)
     return out
 
 
@@ -226,8 +229,9 @@ def write_study(out, optimizer_best="adam", skip=(), dropout_all_failed=False):
 def test_consolidated_from_results_takes_each_best(mnist_dir, tmp_path):
     out = tmp_path / "cons"
     write_study(out)
+    # one training step (16 images, a batch): which settings the run takes is the subject
     code, stdout, err = run_script("main_consolidated", ["--from-results", "--values", "consolidated",
-                                                         *tiny_argv(mnist_dir, out)])
+                                                         *tiny_argv(mnist_dir, out), "--train-size", "16"])
     assert code == 0, err
     runs = load_results(out, "consolidated")["runs"]
     assert [(r["name"], r["seed"], r["status"]) for r in runs] == [("consolidated", 0, "completed")]

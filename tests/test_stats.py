@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import data
 import stats
 import train
 from conftest import as_group, real_train_run, fabricated, load_results, run_script, tiny_argv
@@ -384,8 +385,10 @@ def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monke
         return real(config, split, num_classes, resume_path, desc)
 
     monkeypatch.setattr(train, "train_group", as_group(spy))
+    # 16 training images, one batch (one step a run): the seeds and the summary over them are the subject
     code, out, err = run_script("main_learning_rate",
-                                ["--values", "1e-4", "3e-4", "--seeds", "2", *tiny_argv(mnist_dir, tmp_path)])
+                                ["--values", "1e-4", "3e-4", "--seeds", "2", *tiny_argv(mnist_dir, tmp_path),
+                                 "--train-size", "16"])
     assert code == 0, err
 
     models = tmp_path / "models" / "learning_rate"
@@ -416,7 +419,11 @@ def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monke
     for config, s, train_idx, val_idx in calls:
         assert s is split
         assert torch.equal(train_idx, calls[0][2]) and torch.equal(val_idx, calls[0][3])
-    assert len(calls[0][2]) == 32 and len(calls[0][3]) == 16
+    assert len(calls[0][2]) == 16 and len(calls[0][3]) == 16
+    # the study's split of this MNIST's 1000 training images (--regime subset), its training and validation parts
+    # in their places (both 16 images long here)
+    train_idx, val_idx = data.split_indices(1000, "subset", 16, 16)
+    assert torch.equal(calls[0][2], train_idx) and torch.equal(calls[0][3], val_idx)
 
     # the summary over seeds
     summary = results["summary"]
