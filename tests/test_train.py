@@ -117,7 +117,22 @@ def tiny_split(mnist_dir):
     return tiny_split_of(mnist_dir, "subset", 32, 16, 16)
 
 
+@pytest.fixture(scope="module")
+def one_batch_split(mnist_dir):
+    """16 training images, one batch an epoch, and 8 validation and 8 test images: for the
+    checks of which epochs write a resume file and which file is resumed, which do not
+    depend on what an epoch holds."""
+    return tiny_split_of(mnist_dir, "subset", 16, 8, 8)
+
+
 config = run_config
+
+
+@pytest.fixture(scope="module")
+def first_epoch(tiny_split):
+    """One epoch of config() on tiny_split (shared by the tests that only read it)."""
+    ds, split = tiny_split
+    return train.train_run(config(epochs=1), split, ds.num_classes)
 
 
 def test_split_shares_the_training_images_and_caps_the_test_set(tiny_split):
@@ -148,9 +163,9 @@ def test_train_run_returns_a_complete_record(tiny_split, capsys):
     assert "probe epoch 2/2" in capsys.readouterr().out
 
 
-def test_train_run_is_deterministic_for_a_seed(tiny_split):
+def test_train_run_is_deterministic_for_a_seed(tiny_split, first_epoch):
     ds, split = tiny_split
-    a = train.train_run(config(epochs=1), split, ds.num_classes)
+    a = first_epoch
     b = train.train_run(config(epochs=1), split, ds.num_classes)
     c = train.train_run(config(epochs=1, seed=1), split, ds.num_classes)
     assert a["history"] == b["history"] and a["test_acc"] == b["test_acc"]
@@ -171,34 +186,34 @@ def test_train_acc_eval_mode(tiny_split):
     assert (rec["history"]["train_acc"][0] * 32).is_integer()
 
 
-def test_weight_penalty_enters_the_reported_loss(tiny_split):
+def test_weight_penalty_enters_the_reported_loss(tiny_split, first_epoch):
     ds, split = tiny_split
-    plain = train.train_run(config(epochs=1), split, ds.num_classes)
+    plain = first_epoch
     penalised = train.train_run(config(epochs=1, l2=1e-2), split, ds.num_classes)
     assert penalised["history"]["loss"][0] > plain["history"]["loss"][0] + 1
 
 
 def test_in_process_resume_reproduces_the_uninterrupted_run(tiny_split, tmp_path, capsys):
-    """A 3-epoch run leaves a resume checkpoint after epoch 2; a second call on it
+    """A 2-epoch run leaves a resume checkpoint after epoch 1; a second call on it
     resumes there and must end exactly where the first run ended (dropout on, so the
     global RNG state has to be restored too)."""
     ds, split = tiny_split
-    cfg = config(epochs=3, dropout=0.3)
+    cfg = config(epochs=2, dropout=0.3)
     resume = str(tmp_path / "run.resume.pt")
     first = train.train_run(cfg, split, ds.num_classes, resume, "first")
     state = checkpoints.load(resume)
-    assert state["epoch"] == 2 and state["config"] == cfg  # not rewritten after the last epoch
-    assert state["history"]["loss"] == first["history"]["loss"][:2]
+    assert state["epoch"] == 1 and state["config"] == cfg  # not rewritten after the last epoch
+    assert state["history"]["loss"] == first["history"]["loss"][:1]
     capsys.readouterr()
     second = train.train_run(cfg, split, ds.num_classes, resume, "second")
-    assert "second: resuming from epoch 3 of 3" in capsys.readouterr().out
+    assert "second: resuming from epoch 2 of 2" in capsys.readouterr().out
     assert second["history"] == first["history"]
     assert second["test_acc"] == first["test_acc"]
     assert all(torch.equal(first["model"][k], second["model"][k]) for k in first["model"])
 
 
-def test_checkpoint_every(tiny_split, tmp_path):
-    ds, split = tiny_split
+def test_checkpoint_every(one_batch_split, tmp_path):
+    ds, split = one_batch_split
     resume = str(tmp_path / "r.pt")
     train.train_run(config(epochs=3, checkpoint_every=2), split, ds.num_classes, resume)
     assert checkpoints.load(resume)["epoch"] == 2
@@ -207,8 +222,8 @@ def test_checkpoint_every(tiny_split, tmp_path):
     assert not os.path.exists(resume2)  # its only multiple of 2 is the last epoch
 
 
-def test_resume_file_for_another_config_is_ignored(tiny_split, tmp_path, capsys):
-    ds, split = tiny_split
+def test_resume_file_for_another_config_is_ignored(one_batch_split, tmp_path, capsys):
+    ds, split = one_batch_split
     resume = str(tmp_path / "run.resume.pt")
     train.train_run(config(epochs=2), split, ds.num_classes, resume, "a")
     capsys.readouterr()
