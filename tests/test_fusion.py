@@ -41,9 +41,18 @@ def assert_same_run(fused: dict, alone: dict):
 
 
 @pytest.fixture(scope="module")
-def alone(tiny_split):
+def alone_files(tmp_path_factory):
+    """The resume files MEMBERS[2] and MEMBERS[3] write after epoch 1 as they train alone (`alone`)."""
+    folder = tmp_path_factory.mktemp("alone")
+    return [None, None, *(str(folder / f"r{i}.resume.pt") for i in (2, 3))]
+
+
+@pytest.fixture(scope="module")
+def alone(tiny_split, alone_files):
+    """Each of MEMBERS trained alone; MEMBERS[2] and MEMBERS[3] leave their resume files after
+    epoch 1 (alone_files), which the resume test resumes as one group."""
     ds, split = tiny_split
-    return [train.train_run(c, split, ds.num_classes) for c in MEMBERS]
+    return [train.train_run(c, split, ds.num_classes, path) for c, path in zip(MEMBERS, alone_files)]
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +137,11 @@ def test_a_diverging_run_leaves_the_group_and_the_others_unchanged(tiny_split, a
         assert_same_run(fused[i], reference)
 
 
-def test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused(tiny_split, alone, grouped):
+def test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused(tiny_split, alone, alone_files, grouped):
     """Resume files are per run, in one schema: whatever K wrote them, any K reads them.
     The files: those train_group wrote after epoch 1 for MEMBERS[0] and MEMBERS[1] of the
-    four fused with grouped kernels (the `grouped` fixture), each resumed alone."""
+    four fused with grouped kernels (the `grouped` fixture), each resumed alone; and those
+    MEMBERS[2] and MEMBERS[3] wrote training alone, resumed as one group."""
     ds, split = tiny_split
     reference = alone[:2]  # each run trained alone, uninterrupted
     fused, paths = grouped
@@ -143,6 +153,13 @@ def test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused(tiny_split, alo
         assert r["history"]["loss"][0] == f["history"]["loss"][0]
         assert r["epochs_completed"] == 2 and r["kernels"] == {"how": "one run: plain layers"}
         assert_same_run(r, ref)
+    # runs alone, resumed fused: split kernels compute each run's own arithmetic, so equal, not close
+    together = train.train_group([{**c, "kernels": "split"} for c in MEMBERS[2:]], split, ds.num_classes,
+                                 alone_files[2:])
+    for r, ref in zip(together, alone[2:]):
+        assert r["timing"]["train_seconds"][0] is None  # epoch 1 read from the file the run wrote alone
+        assert r["kernels"]["kernels"] == {name: "split" for name in LAYERS}
+        assert r["history"] == ref["history"] and r["test_acc"] == ref["test_acc"]
 
 
 def test_fused_checkpoints_load_into_alexnet_and_give_the_recorded_accuracy(mnist_dir, tmp_path):
