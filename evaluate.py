@@ -204,7 +204,7 @@ def plot_mistakes(logits, labels, split, classes: list, title: str, path: str, c
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-        ax.set_xticks([]), ax.set_yticks([])  # hidden either way; with none, the titles are placed faster
+        ax.set(xticks=[], yticks=[])  # hidden either way; with none, the titles are placed faster
     images = split.test.images.cpu()
     indices = split.test.indices.cpu()
     for ax, i in zip(axes.flat, order.tolist()):

@@ -141,9 +141,9 @@ def keep_freed_memory() -> bool:
     """Each training step frees and allocates again the same large tensors (weights' gradients,
     optimizer temporaries, activations). By default glibc hands every block over 32 MB back to
     the system and takes it again zeroed, page by page: on 2 CPU cores that cost about 15% of
-    a 227 px step (docs/speed.md) and a fifth of the tests' time. Keep freed memory in the process instead
-    (no mmap for large blocks, no trimming of the heap's top below 2 GB), so the process keeps
-    its peak memory. Returns whether the C library took the settings (glibc does; elsewhere
+    a 227 px step (docs/speed.md) and an eighth of the tests' time (docs/tests.md). Keep freed
+    memory in the process instead (no mmap for large blocks, no trimming of the heap's top below
+    2 GB), so the process keeps its peak memory. Returns whether the C library took the settings (glibc does; elsewhere
     nothing changes)."""
     import ctypes
     try:

@@ -133,12 +133,17 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-@pytest.fixture(autouse=True)
-def no_fsync(monkeypatch):
+def skip_fsync(monkeypatch):
     """Tests' files are temporary: they skip flushing each one to the disk (a run of the suite
     writes gigabytes of tiny runs' checkpoints). That files are flushed before they replace
     the previous ones is tested on its own (test_pinned.py)."""
     monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
+@pytest.fixture(autouse=True)
+def no_fsync(monkeypatch):
+    """skip_fsync for every test; module fixtures, which run before it, call skip_fsync themselves."""
+    skip_fsync(monkeypatch)
 
 
 def child_env(**extra):
@@ -278,6 +283,18 @@ def write_image_folder(data_dir, classes=("cat", "dog", "frog"), n_train=12, n_t
 # ---------------------------------------------------------------------------
 # Running scripts
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+
+
+def one_batch(argv):
+    """argv (tiny_argv's) with 16 training images: epochs of one batch of 16, where what a test
+    checks does not depend on how many batches an epoch has (a tiny run's cost is mostly per
+    epoch: each batch more adds about 0.12 s of CPU, each epoch about 0.5 s)."""
+    argv = list(argv)
+    argv[argv.index("--train-size") + 1] = "16"
+    return argv
+
+
 def tiny_argv(data_dir, out, dataset="mnist", epochs=1, extra=()):
     """Tiny runs on CPU in fp32; a resume checkpoint after every epoch, however short."""
     return ["--dataset", dataset, "--data-dir", str(data_dir), "--image-size", "67",
@@ -415,10 +432,10 @@ def interrupt_second_epoch(monkeypatch):
 
 
 def whole_and_cut_lr_run(data_dir, tmp_path, monkeypatch):
-    """A 2-epoch learning-rate run (lr 1e-4) done whole into tmp_path/whole, and the same
-    run cut by Ctrl-C after epoch 1 into tmp_path/cut. Returns (argv for an --out, the
-    whole run's results entry, the cut run's --out, its resume file)."""
-    argv = lambda out: ["--values", "1e-4", *tiny_argv(data_dir, out, epochs=2)]
+    """A 2-epoch learning-rate run (lr 1e-4, one batch an epoch) done whole into tmp_path/whole,
+    and the same run cut by Ctrl-C after epoch 1 into tmp_path/cut. Returns (argv for an --out,
+    the whole run's results entry, the cut run's --out, its resume file)."""
+    argv = lambda out: one_batch(["--values", "1e-4", *tiny_argv(data_dir, out, epochs=2)])
     code, _, err = run_script("main_learning_rate", argv(tmp_path / "whole"))
     assert code == 0, err
     reference = load_results(tmp_path / "whole", "learning_rate")["runs"][0]

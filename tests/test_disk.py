@@ -11,8 +11,8 @@ import checkpoints
 import evaluate
 import sweep
 import train
-from conftest import load_results, run_script, tiny_argv
-from test_nothing_lost import one_batch, one_line, tmpfs
+from conftest import load_results, one_batch, run_script, tiny_argv
+from test_nothing_lost import one_line, tmpfs
 
 
 def du_bytes(folder) -> int:

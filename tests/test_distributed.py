@@ -4,18 +4,16 @@ gradients, so the per-epoch losses agree up to the order of floating-point sums.
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, interrupt_second_epoch, load_results, run_script
+from conftest import ROOT, TORCHRUN, interrupt_second_epoch, load_results, run_script
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
 
 LOSS_RTOL = 1e-6  # relative; float sums in another order (seen: 4e-8), compounded over 6 Adam steps
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 RESUMED, FRESH = "l1_0.0003_l2_0.0003", "l1_0.0001_l2_0.0001"  # in sweep order
 
 

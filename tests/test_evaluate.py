@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import evaluate
-from conftest import load_results, run_script, tiny_argv, write_mnist_like
-from test_nothing_lost import one_batch
+from conftest import load_results, one_batch, run_script, tiny_argv, write_mnist_like
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

@@ -11,7 +11,7 @@ import data
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_config, run_script, tiny_argv, tiny_split_of
+from conftest import load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
 from fused import LAYERS
 
 RTOL = 1e-4
@@ -166,8 +166,8 @@ def test_fused_checkpoints_load_into_alexnet_and_give_the_recorded_accuracy(mnis
     out = tmp_path / "out"
     # one training step (16 images, a batch): the checkpoints and their recorded accuracy are the subject
     code, stdout, err = run_script("main_activation", ["--values", "relu", "tanh", "elu",
-                                                       *tiny_argv(mnist_dir, out), "--fuse", "3",
-                                                       "--kernels", "split", "--train-size", "16"])
+                                                       *one_batch(tiny_argv(mnist_dir, out)), "--fuse", "3",
+                                                       "--kernels", "split"])
     assert code == 0, err
     assert "fused: 3 runs at once" in stdout
     ds = data.load_dataset("mnist", str(mnist_dir))

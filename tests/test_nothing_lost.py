@@ -14,16 +14,8 @@ import sys
 import pytest
 import torch
 
-from conftest import (ROOT, child_env, load_results, paused_command, run_script, tiny_argv, wait_for,
+from conftest import (ROOT, child_env, load_results, one_batch, paused_command, run_script, tiny_argv, wait_for,
                       whole_and_cut_lr_run, write_image_folder, write_idx, write_mnist_like)
-
-
-def one_batch(argv):
-    """argv with 16 training images: epochs of one batch of 16. What is kept, lost, refused or resumed
-    here does not depend on how many batches an epoch has, and each batch costs about 1.6 s of CPU."""
-    argv = list(argv)
-    argv[argv.index("--train-size") + 1] = "16"
-    return argv
 
 
 def temporary_files(folder):

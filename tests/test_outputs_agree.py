@@ -10,8 +10,7 @@ import pytest
 import report
 import results
 import train
-from conftest import as_group, fabricated, load_results, run_script, tiny_argv
-from test_nothing_lost import one_batch
+from conftest import as_group, fabricated, load_results, one_batch, run_script, tiny_argv
 from test_report import consolidated_with_fake_training, section, write_study
 
 

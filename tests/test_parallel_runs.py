@@ -12,11 +12,10 @@ import torch
 
 import results
 
-from conftest import ROOT, load_results, run_script, tiny_argv, wait_for
+from conftest import ROOT, TORCHRUN, load_results, run_script, tiny_argv, wait_for
 
 VALUES = ["1e-4", "3e-4", "1e-3", "3e-3"]
 NAMES = {"lr_0.0001", "lr_0.0003", "lr_0.001", "lr_0.003"}
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 LOSS_RTOL = 1e-4
 
 

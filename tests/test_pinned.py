@@ -19,7 +19,7 @@ import storage
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_config, run_script, tiny_argv, tiny_split_of
+from conftest import load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
 from fused import FusedAlexNet
 
 
@@ -40,10 +40,6 @@ def one_epoch(split24):
     ds, split = split24
     return train.train_run(config(epochs=1), split, ds.num_classes)
 
-
-# a script's runs on one training batch of 16 images (tiny_argv's 32 make two), where what
-# the batches hold is not what the test checks
-ONE_BATCH = ("--train-size", "16")
 
 
 def fingerprint(model, k: int) -> float:
@@ -126,7 +122,7 @@ def test_test_acc_at_best_is_the_best_epochs_when_it_comes_before_the_last(mnist
 
     monkeypatch.setattr(train, "evaluate", evaluate)
     code, _, err = run_script("main_learning_rate", ["--values", "1e-3",
-                                                     *tiny_argv(mnist_dir, tmp_path, epochs=2, extra=ONE_BATCH)])
+                                                     *one_batch(tiny_argv(mnist_dir, tmp_path, epochs=2))])
     assert code == 0, err
     (run,) = load_results(tmp_path, "learning_rate")["runs"]
     assert run["best_epoch"] == 1 and run["best_val_acc"] == 0.9
@@ -246,7 +242,7 @@ def test_a_run_is_claimed_while_it_trains_and_released_after(mnist_dir, tmp_path
 
     monkeypatch.setattr(train, "train_group", train_group)
     code, _, err = run_script("main_learning_rate",
-                              ["--values", "1e-3", *tiny_argv(mnist_dir, tmp_path, extra=ONE_BATCH)])
+                              ["--values", "1e-3", *one_batch(tiny_argv(mnist_dir, tmp_path))])
     assert code == 0, err
     assert taken_while_training == [False]
     after = storage.Claim(str(lock))
@@ -269,7 +265,7 @@ def test_a_run_finished_meanwhile_by_another_process_is_not_retrained(mnist_dir,
 
     monkeypatch.setattr(sweep, "make_groups", make_groups)
     code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", "--fuse", "2",
-                                                       *tiny_argv(mnist_dir, tmp_path, extra=ONE_BATCH)])
+                                                       *one_batch(tiny_argv(mnist_dir, tmp_path))])
     assert code == 0, err
     assert "lr_0.001: finished meanwhile by another process; skipping" in out
     runs = {r["name"]: r for r in load_results(tmp_path, "learning_rate")["runs"]}
@@ -413,7 +409,7 @@ def test_a_runs_own_record_wins_over_an_older_merged_results_file(tmp_path):
 def test_finished_runs_are_left_out_before_the_groups_are_made(mnist_dir, tmp_path):
     """A rerun plans only what is missing: the runs on either side of a finished one are fused
     together, not each left alone in a group with it."""
-    argv = tiny_argv(mnist_dir, tmp_path, extra=ONE_BATCH)
+    argv = one_batch(tiny_argv(mnist_dir, tmp_path))
     code, _, err = run_script("main_learning_rate", ["--values", "3e-4", *argv])
     assert code == 0, err
     code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "3e-4", "1e-3", "--fuse", "2",

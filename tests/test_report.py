@@ -16,7 +16,7 @@ import torch
 
 import report
 import train
-from conftest import as_group, fabricated, load_results, run_script, tiny_argv
+from conftest import as_group, fabricated, load_results, one_batch, run_script, tiny_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,7 +231,7 @@ def test_consolidated_from_results_takes_each_best(mnist_dir, tmp_path):
     write_study(out)
     # one training step (16 images, a batch): which settings the run takes is the subject
     code, stdout, err = run_script("main_consolidated", ["--from-results", "--values", "consolidated",
-                                                         *tiny_argv(mnist_dir, out), "--train-size", "16"])
+                                                         *one_batch(tiny_argv(mnist_dir, out))])
     assert code == 0, err
     runs = load_results(out, "consolidated")["runs"]
     assert [(r["name"], r["seed"], r["status"]) for r in runs] == [("consolidated", 0, "completed")]

@@ -3,7 +3,7 @@ the CPU): checkpoints, results files, plots and table; reruns, --fresh, --seeds;
 and image-folder data; missing and corrupt data; divergence and failure isolation.
 
 Where what a test checks does not depend on how many batches an epoch has, its runs train on 16
-images, one batch an epoch (test_nothing_lost.one_batch)."""
+images, one batch an epoch (conftest.one_batch)."""
 import csv
 import json
 import math
@@ -17,9 +17,8 @@ import checkpoints
 import data
 import train
 from alexnet import AlexNet
-from conftest import (as_group, interrupt_second_epoch, real_train_run, load_results, run_script, tiny_argv,
-                      write_mnist_like)
-from test_nothing_lost import one_batch
+from conftest import (as_group, one_batch, real_train_run, load_results, run_script, skip_fsync, tiny_argv,
+                      whole_and_cut_lr_run, write_mnist_like)
 
 pytestmark = pytest.mark.slow  # every script end to end, whole sweeps
 
@@ -108,7 +107,7 @@ def activation_sweep(mnist_dir, tmp_path_factory):
     (its --out, (exit code, stdout, stderr))."""
     out = tmp_path_factory.mktemp("activation")
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
+        skip_fsync(m)
         made = run_script("main_activation", script_argv(mnist_dir, out, ACTIVATIONS))
     yield out, made
     shutil.rmtree(out, ignore_errors=True)
@@ -176,18 +175,10 @@ def lr_runs(mnist_dir, tmp_path_factory):
     A dict: argv (for an --out), whole (its --out), reference (its results entry), cut (the cut
     run's --out), resume (its resume file)."""
     folder = tmp_path_factory.mktemp("whole_and_cut")
-    argv = lambda out: one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out, epochs=2)])
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
-        code, _, err = run_script("main_learning_rate", argv(folder / "whole"))
-        assert code == 0, err
-        reference = load_results(folder / "whole", "learning_rate")["runs"][0]
-        cut = folder / "cut"
-        interrupt_second_epoch(m)
-        code, _, err = run_script("main_learning_rate", argv(cut))
-    assert code == 130 and "run the same command again to resume" in err and "Traceback" not in err
-    yield dict(argv=argv, whole=folder / "whole", reference=reference, cut=cut,
-               resume=cut / "models" / "learning_rate" / "lr_0.0001.resume.pt")
+        skip_fsync(m)
+        argv, reference, cut, resume = whole_and_cut_lr_run(mnist_dir, folder, m)
+    yield dict(argv=argv, whole=folder / "whole", reference=reference, cut=cut, resume=resume)
     shutil.rmtree(folder, ignore_errors=True)  # about 0.4 GB of checkpoints
 
 

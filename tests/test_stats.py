@@ -15,7 +15,7 @@ import torch
 import data
 import stats
 import train
-from conftest import as_group, real_train_run, fabricated, load_results, run_script, tiny_argv
+from conftest import as_group, real_train_run, fabricated, load_results, one_batch, run_script, tiny_argv
 
 # ---------------------------------------------------------------------------
 # Independent references: closed-form two-sided tails and quantiles of Student's t
@@ -387,8 +387,7 @@ def test_seeds_real_runs_checkpoints_summary_and_best(mnist_dir, tmp_path, monke
     monkeypatch.setattr(train, "train_group", as_group(spy))
     # 16 training images, one batch (one step a run): the seeds and the summary over them are the subject
     code, out, err = run_script("main_learning_rate",
-                                ["--values", "1e-4", "3e-4", "--seeds", "2", *tiny_argv(mnist_dir, tmp_path),
-                                 "--train-size", "16"])
+                                ["--values", "1e-4", "3e-4", "--seeds", "2", *one_batch(tiny_argv(mnist_dir, tmp_path))])
     assert code == 0, err
 
     models = tmp_path / "models" / "learning_rate"

@@ -1,7 +1,6 @@
 """--tune-lr: every setting at each rate of a grid, compared each at its own best rate
 (chosen on validation accuracy only), beside the ranking at the study's fixed rates."""
 import json
-import os
 import shutil
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 import report
 import train
-from conftest import as_group, load_results, run_script, tiny_argv
+from conftest import as_group, load_results, run_script, skip_fsync, tiny_argv
 from test_report import section, write_study
 
 # (best val acc, test acc) per (activation, lr): relu wins at the fixed rate 1e-4, tanh after tuning;
@@ -53,7 +52,7 @@ def tuned_sweep(mnist_dir, tmp_path_factory):
     of out, code, stdout, err and calls (the runs the stand-in trained)."""
     out = tmp_path_factory.mktemp("tuned") / "tuned"
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(os, "fsync", lambda fd: None)  # as conftest's no_fsync, which a module fixture runs before
+        skip_fsync(m)
         code, stdout, err, calls = tuned(mnist_dir, out, m)
     return dict(out=out, code=code, stdout=stdout, err=err, calls=calls)
 

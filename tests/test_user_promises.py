@@ -12,9 +12,8 @@ import data
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import ROOT, load_results, run_config, run_script, tiny_argv, tiny_split_of
+from conftest import ROOT, load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
 from fused import FusedAlexNet
-from test_nothing_lost import one_batch
 
 
 @pytest.fixture(scope="module")
