@@ -89,6 +89,11 @@ def check_dataset(ds: Dataset) -> None:
             raise DataError(f"{ds.source}: {part} label {int(labels[i])} (image {i}) is not one of the "
                             f"{ds.num_classes} classes 0..{ds.num_classes - 1}; the label file is damaged "
                             f"or belongs to another dataset")
+    present = torch.unique(ds.train_labels)
+    if len(present) < 2:  # IDX and CIFAR name their classes in code, not by what their label files hold
+        label = int(present[0])
+        raise DataError(f"every training label in {ds.source} is {label} ({ds.classes[label]}), a single class; "
+                        f"classification needs at least two")
 
 
 def _writable(path: str) -> bool:
