@@ -29,10 +29,10 @@ import torch.nn.functional as F
 import data
 from fused import synchronize
 from storage import WriteError, atomic_write_text
-from sweep import positive_int, whole_number
+from sweep import OneLineParser, image_size, positive_int, whole_number
 from alexnet import AlexNet
 from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, group_batches, out_of_memory, release_memory, \
-    resolve_device, resolve_precision, seed_everything, tune_backends
+    resolve_precision, seed_everything, tune_backends, usable_device
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in TFLOPS (fp32 accumulate),
 # matched against torch.cuda.get_device_name; the share of peak uses these.
@@ -253,9 +253,9 @@ def device_name(device):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", action="store_true", help="time a whole run end to end instead of training steps")
-    p.add_argument("--image-size", type=positive_int, default=227, help="input side in pixels (default: 227)")
+    p.add_argument("--image-size", type=image_size, default=227, help="input side in pixels, 67 to 1024 (default: 227)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default: 64)")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps per round and loop (default: 10)")
     p.add_argument("--warmup", type=lambda t: whole_number(t, 0), default=3, help="untimed steps per loop first (default: 3)")
@@ -277,13 +277,10 @@ def main(argv=None) -> int:
     p.add_argument("--test-size", type=positive_int, default=256, help="--job: test images (default: 256)")
     p.add_argument("--json", default=None, help="where to write the figures (default: results/bench[_job].json)")
     args = p.parse_args(argv)
-    if args.image_size < 67:
-        p.error("--image-size must be at least 67")
     try:
-        device = resolve_device(args.device)
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError, ValueError) as err:
-        p.error(f"argument --device: {args.device!r} is not available here ({err})".split("\n")[0])
+        device = usable_device(args.device)
+    except ValueError as err:
+        p.error(f"argument --device: {err}")
 
     precision = resolve_precision(args.precision, device)
     tune_backends(device)

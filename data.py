@@ -96,6 +96,15 @@ def check_dataset(ds: Dataset) -> None:
                         f"classification needs at least two")
 
 
+def check_found_in(ds: Dataset, data_dir: str) -> None:
+    """DataError where ds was read from outside data_dir (fashion-mnist falls back to Debian's
+    copy): for a tool whose --data-dir names the data it must use, not a first place to look."""
+    folder = os.path.realpath(data_dir)
+    if os.path.commonpath([os.path.realpath(ds.source), folder]) != folder:
+        raise DataError(f"{ds.name} was not found in {os.path.abspath(data_dir)}, only in {ds.source}; pass "
+                        f"--data-dir {ds.source} to use that copy, or a folder that holds the data")
+
+
 def _writable(path: str) -> bool:
     path = os.path.abspath(path)
     while not os.path.exists(path):

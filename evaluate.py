@@ -78,14 +78,12 @@ def missing_checkpoint(path: str) -> str:
 def prepare(path: str, device_name: str | None, precision: str | None) -> tuple:
     """(model on the device, checkpoint, device, precision): the run's own precision unless
     one is given, so that the accuracy matches the recorded one."""
-    import torch
     import train
     model, ckpt = load_model(path)
-    device = train.resolve_device(device_name or "auto")
-    problem = train.not_a_training_device(device_name, device)
-    if problem:
-        raise InputError(f"argument --device: {problem}")
-    torch.empty(1, device=device)  # a device that is not there fails here
+    try:
+        device = train.usable_device(device_name or "auto")
+    except ValueError as err:
+        raise InputError(f"argument --device: {err}") from None
     precision = train.resolve_precision(precision or ckpt["config"].get("precision", "auto"), device)
     return model.to(device), ckpt, device, precision
 
@@ -98,6 +96,8 @@ def predictions(model, ckpt: dict, data_dir: str | None, device, precision: str)
     from fused import FusedAlexNet
     c = ckpt["config"]
     dataset = data.load_dataset(c["dataset"], data_dir or c["data_dir"], c["image_size"])
+    if data_dir:  # given, it names the data to use: never another copy found elsewhere
+        data.check_found_in(dataset, data_dir)
     if dataset.num_classes != ckpt["num_classes"]:
         raise InputError(f"the checkpoint has {ckpt['num_classes']} classes but {c['dataset']} in "
                          f"{dataset.source} has {dataset.num_classes}")
@@ -253,7 +253,7 @@ def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, pr
     summary.update(checkpoint=os.path.abspath(path), device=str(device), precision=precision,
                    recorded_test_acc=ckpt.get("test_acc"), experiment=ckpt["experiment"], name=ckpt["name"],
                    seed=ckpt["config"].get("seed"), run_id=ckpt.get("run_id"),
-                   weights="best" if path.endswith(".best.pt") else "last")
+                   weights="best" if path.endswith(".best.pt") else "last", data=dataset.source)
     summary["images"] = [plot_confusion(summary, title, paths["confusion"]),
                          plot_filters(model.cpu(), title, paths["filters"]),
                          plot_mistakes(logits, labels, split, ckpt["classes"], title, paths["mistakes"])]
@@ -309,11 +309,13 @@ def main(argv=None) -> int:
         return 1
     except (RuntimeError, ValueError, AssertionError) as err:
         if args.device:  # a device that is not there
-            logs.problem(f"error: device {args.device!r} is not available here ({str(err).splitlines()[0]})")
+            from train import unavailable_device
+            logs.problem(f"error: device {unavailable_device(args.device, err)}")
             return 1
         raise
     logs.info(f"{summary['checkpoint']}: test accuracy {100 * summary['test_acc']:.2f}% on "
-              f"{summary['test_images']} images ({summary['device']}, {summary['precision']})")
+              f"{summary['test_images']} test images from {summary['data']} ({summary['device']}, "
+              f"{summary['precision']})")
     logs.info(class_table(summary))
     logs.info(f"\nwritten: {summary['json']}\n         " + "\n         ".join(summary["images"]))
     return 0

@@ -77,13 +77,32 @@ def device_facts(device_name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    import data
+    import storage
+    import train
+    from sweep import OneLineParser
+    p = OneLineParser(prog="gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist",
                    help="Fashion-MNIST's four IDX files (default: Debian's dataset-fashion-mnist)")
     p.add_argument("--device", default="auto", help="auto, cuda, cpu (default: auto)")
-    p.add_argument("--out", default=ROOT, help="root for results/gpu_check.json (default: the repository root)")
+    p.add_argument("--out", default=ROOT, type=storage.out_folder,
+                   help="root for results/gpu_check.json (default: the repository root)")
     p.add_argument("--tiny", action="store_true", help="67 px, a few images and steps: the whole check in seconds")
     args = p.parse_args(argv)
+    # each check here would otherwise fail only after minutes of measuring
+    try:
+        train.usable_device(args.device)
+    except ValueError as err:
+        p.error(f"argument --device: {err}")
+    try:
+        storage.check_writable(os.path.join(args.out, "results"))
+    except storage.WriteError as err:
+        p.error(f"argument --out: {err}")
+    try:  # the sweep would fall back to Debian's copy where --data-dir lacks the data, unsaid in the figures
+        data.check_found_in(data.load_dataset("fashion-mnist", args.data_dir, download=False), args.data_dir)
+    except data.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     facts = device_facts(args.device)
     print(f"gpu_check on {facts.get('name', facts['device'])}, torch {facts['torch']}, "
           f"--precision auto = {facts['precision_auto']}", flush=True)
@@ -117,8 +136,7 @@ def main(argv=None) -> int:
                          test_acc={r["name"]: r["test_acc"] for r in runs})
         result["steps"]["sweep"] = sweep
     path = os.path.join(args.out, "results", "gpu_check.json")
-    from storage import atomic_write_text
-    atomic_write_text(path, json.dumps(result, indent=1))
+    storage.atomic_write_text(path, json.dumps(result, indent=1))
     print(f"\nfigures written to {path}")
     failed = [name for name, step in result["steps"].items() if step["exit"] != 0]
     if failed:

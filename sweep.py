@@ -368,7 +368,8 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
     except argparse.ArgumentTypeError as err:
         parser.error(f"argument --device: {err}")
     except (RuntimeError, AssertionError, ValueError) as err:
-        parser.error(f"argument --device: {base['device']!r} is not available here ({err})".split("\n")[0])
+        from train import unavailable_device
+        parser.error(f"argument --device: {unavailable_device(base['device'], err)}")
     try:
         return run_sweep(experiment, sweep, base, args, device)
     except (storage.WriteError, ResultsError) as err:

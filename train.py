@@ -87,6 +87,37 @@ def not_a_training_device(name: str, device: torch.device) -> str | None:
     return f"{name!r} is not a training device; use auto, cpu, cuda, cuda:N or mps"
 
 
+def unavailable_device(name: str, err: Exception) -> str:
+    """One short sentence for a --device that torch cannot use here: torch's own message for
+    MPS on a machine without it lists every dispatcher key, over a thousand characters."""
+    kind = str(name).split(":")[0]
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        why = "this machine has no MPS (Apple GPU) device"
+    elif kind == "cuda" and not torch.cuda.is_available():
+        why = "torch finds no CUDA GPU on this machine"
+    else:
+        text = str(err).strip()
+        why = logs.shorten(text.splitlines()[0], 120) if text else type(err).__name__
+    return f"{name!r} is not available here ({why})"
+
+
+def usable_device(name: str) -> torch.device:
+    """The device --device name gives, checked to train and to hold a tensor; ValueError with
+    one sentence otherwise."""
+    try:
+        device = resolve_device(name)
+    except RuntimeError as err:  # not a device name torch knows
+        raise ValueError(f"{name!r} is not a device ({logs.shorten(str(err).splitlines()[0], 120)})") from None
+    problem = not_a_training_device(name, device)
+    if problem:
+        raise ValueError(problem)
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ValueError(unavailable_device(name, err)) from None
+    return device
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX, where bf16 autocast roughly doubles AlexNet's speed on CPU."""
     try:

@@ -46,3 +46,126 @@ def test_a_cifar_dataset_of_one_class_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "cifar_files", lambda name: (folder, relisted, test_list))
     with pytest.raises(data.DataError, match=r"is 7 \(horse\), a single class"):
         data.load_dataset("cifar10", str(tmp_path), download=False)
+
+
+# ---------------------------------------------------------------------------
+# gpu_check.py and bench.py: bad input refused in one sentence before any work
+
+@pytest.fixture
+def no_steps(monkeypatch):
+    """gpu_check's steps replaced by a recorder: a refusal must come before any of them."""
+    import gpu_check
+    started = []
+    monkeypatch.setattr(gpu_check, "run", lambda command, timeout: started.append(command) or (1, 0.0, ""))
+    return started
+
+
+def refused_by(main, argv, capsys) -> str:
+    """The one line main(argv) refused with, by exit code 2."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return one_line(capsys.readouterr().err)
+
+
+def absent_devices():
+    """Devices that are not on this machine: a CUDA index no machine has, and MPS where torch
+    has none (and CUDA itself where there is no GPU, the case the issue found)."""
+    import torch
+    return ["cuda:999"] + (["cuda"] if not torch.cuda.is_available() else []) + \
+        (["mps"] if not torch.backends.mps.is_available() else [])
+
+
+@pytest.mark.parametrize("device", absent_devices())
+def test_gpu_check_refuses_a_device_that_is_not_there_before_any_step(tmp_path, capsys, no_steps, device):
+    import gpu_check
+    write_mnist_like(tmp_path / "fmnist", n_train=40, n_test=10)
+    line = refused_by(gpu_check.main, ["--device", device, "--data-dir", str(tmp_path / "fmnist"),
+                                       "--out", str(tmp_path / "out")], capsys)
+    assert f"argument --device: {device!r} is not available here" in line and len(line) < 200
+    assert no_steps == [] and not (tmp_path / "out").exists()
+
+
+def test_gpu_check_refuses_an_out_that_is_a_file_before_any_step(tmp_path, capsys, no_steps):
+    import gpu_check
+    write_mnist_like(tmp_path / "fmnist", n_train=40, n_test=10)
+    (tmp_path / "a-file").write_text("mine")
+    line = refused_by(gpu_check.main, ["--device", "cpu", "--data-dir", str(tmp_path / "fmnist"),
+                                       "--out", str(tmp_path / "a-file")], capsys)
+    assert "argument --out" in line and "is a file, not a folder" in line
+    assert no_steps == [] and (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_bench_caps_the_image_size_as_the_training_scripts_do(monkeypatch, capsys):
+    import bench
+
+    def measured(*args):
+        raise AssertionError("bench measured an image size the training scripts refuse")
+    monkeypatch.setattr(bench, "bench_steps", measured)
+    monkeypatch.setattr(bench, "bench_job", measured)
+    line = refused_by(bench.main, ["--device", "cpu", "--image-size", "5000"], capsys)
+    assert "argument --image-size: 5000 is above 1024" in line
+    line = refused_by(bench.main, ["--device", "cpu", "--image-size", "66"], capsys)
+    assert "argument --image-size: 66 is below 67" in line
+
+
+@pytest.mark.parametrize("device", absent_devices())
+def test_a_device_that_is_not_there_is_one_short_sentence_everywhere(tmp_path, capsys, device, monkeypatch):
+    import bench
+    import evaluate
+    line = one_line(run_script("main_activation", ["--values", "relu", *tiny_argv(
+        tmp_path / "no-data", tmp_path / "out", extra=["--device", device])])[2])
+    assert f"argument --device: {device!r} is not available here (" in line and len(line) < 200
+    line = refused_by(bench.main, ["--device", device], capsys)
+    assert f"argument --device: {device!r} is not available here (" in line and len(line) < 200
+    monkeypatch.setattr(evaluate, "load_model", lambda path: (None, {"config": {}}))
+    assert evaluate.main(["x.pt", "--device", device, "--out", str(tmp_path)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert f"{device!r} is not available here (" in line and len(line) < 200
+
+
+# ---------------------------------------------------------------------------
+# A --data-dir that lacks the data: no silent switch to Debian's Fashion-MNIST
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory):
+    """One tiny fashion-mnist run (1 epoch of one batch, --save both: its best epoch is its last,
+    so <run>.best.pt is a hard link to <run>.pt)."""
+    from conftest import one_batch
+    root = tmp_path_factory.mktemp("fashion")
+    write_mnist_like(root / "fmnist", n_train=300, n_test=16, seed=5)
+    out = root / "out"
+    code, _, err = run_script("main_activation", ["--values", "relu", *one_batch(tiny_argv(
+        root / "fmnist", out, dataset="fashion-mnist"))])
+    assert code == 0, err
+    return dict(data=root / "fmnist", out=out, models=out / "models" / "activation")
+
+
+def test_evaluate_refuses_a_data_dir_without_the_data_and_says_which_data_it_used(fashion_run, tmp_path,
+                                                                                monkeypatch, capsys):
+    import evaluate
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(fashion_run["data"]))  # the system's copy
+    (tmp_path / "empty").mkdir()
+    checkpoint = str(fashion_run["models"] / "relu.pt")
+    capsys.readouterr()
+    assert evaluate.main([checkpoint, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert f"not found in {tmp_path / 'empty'}, only in {fashion_run['data']}" in line
+    assert not (tmp_path / "results").exists()
+    assert evaluate.main([checkpoint, "--out", str(tmp_path)]) == 0  # the run's own data: found where it was
+    assert f"16 test images from {fashion_run['data']} (" in capsys.readouterr().out
+    evaluation = json.loads((tmp_path / "results" / "activation_relu_eval.json").read_text())
+    assert evaluation["data"] == str(fashion_run["data"])
+
+
+def test_gpu_check_refuses_a_data_dir_without_the_data_before_any_step(tmp_path, monkeypatch, capsys, no_steps):
+    import gpu_check
+    write_mnist_like(tmp_path / "system", n_train=40, n_test=10)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "system"))
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert gpu_check.main(["--device", "cpu", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert f"not found in {tmp_path / 'empty'}, only in {tmp_path / 'system'}" in line
+    assert no_steps == [] and not (tmp_path / "results").exists()
