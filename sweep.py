@@ -416,7 +416,10 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
         logs.problem(f"error: {err}")
         return 1
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # spread does no tensor collectives, and its ranks wait for each other's uneven shares
+        # (wait_for_ranks): gloo, whose process has no watchdog to end it, is enough
+        ddp = args.strategy == "ddp"
+        dist.init_process_group("nccl" if ddp and device.type == "cuda" else "gloo")
         try:
             return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world)
         finally:
@@ -459,7 +462,7 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     if world > 1 and not ddp:
         epochs_left = lambda job: job.config["epochs"] - _resume_epoch(models_dir, job)
         mine = assign(pending, world, epochs_left)[rank]
-        dist.barrier()  # every rank has read the results before any rank writes
+        wait_for_ranks("read", world)  # every rank has read the results before any rank writes
     trained_on = {"host": socket.gethostname(), "pid": os.getpid(), "rank": rank, "world_size": world,
                   "strategy": args.strategy if world > 1 else None, "device": str(device),
                   "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
@@ -473,11 +476,27 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
         statuses = train_jobs(experiment, jobs_of_group, args, dataset, split, models_dir,
                               {**trained_on, "fuse": fuse_info}, order, rank, ddp)
         failed += [job.desc for job, status in zip(jobs_of_group, statuses) if status == "failed"]
-    if world > 1:
-        dist.barrier()  # every run of every rank is recorded
+    if ddp:
+        dist.barrier()  # every run is recorded
+    elif world > 1:
+        wait_for_ranks("recorded", world)  # every run of every rank is recorded, however uneven the shares
     if rank != 0:
         return 1 if failed else 0
     return finish(experiment, args, jobs, order, models_dir, failed)
+
+
+def wait_for_ranks(name: str, world: int, poll: float = 1.0) -> None:
+    """Wait until every rank has called this with this name. Unlike dist.barrier(), no timeout:
+    with --strategy spread one rank may finish its share hours before another, and a barrier
+    would end it after the process group's timeout (NCCL's watchdog: 10 minutes). Each rank
+    counts itself in the store that torchrun's rendezvous set up; a count returns at once."""
+    import time
+    import torch.distributed as dist
+    store = dist.distributed_c10d._get_default_store()
+    key = f"alexnet-ablations/{name}"
+    store.add(key, 1)
+    while store.add(key, 0) < world:
+        time.sleep(poll)
 
 
 KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion-mnist": 10}  # imagefolder: counted as 10
@@ -721,6 +740,7 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
         def train_part(part: list) -> None:
             """Train the runs chosen[part] as one group; out of memory splits it in two halves,
             each going on from its runs' last saved epochs."""
+            halves = None
             try:
                 outcomes = train.train_group([jobs[chosen[j]].config for j in part], split, dataset.num_classes,
                                              [resume_paths[j] for j in part], [jobs[chosen[j]].desc for j in part],
@@ -734,21 +754,16 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                     raise  # torchrun then stops them all, and a rerun resumes from the last epoch
                 left = [j for j in part if statuses[chosen[j]] == "skipped"]
                 message = f"{type(err).__name__}: {err}".strip()
-                if train.out_of_memory(err):
-                    train.release_memory()
-                    if len(left) > 1:
-                        half = (len(left) + 1) // 2
-                        logs.info(f"out of memory with {len(left)} runs fused on {split.train.device}; going on as "
-                                  f"{half} + {len(left) - half}, each run from its last saved epoch")
-                        train_part(left[:half])
-                        train_part(left[half:])
-                        return
+                if train.out_of_memory(err) and len(left) > 1:
+                    half = (len(left) + 1) // 2
+                    halves = left[:half], left[half:]  # trained below, once this error has gone
+                elif train.out_of_memory(err):
                     config = jobs[chosen[left[0]]].config if left else {}
                     message = (f"out of memory ({logs.shorten(message.splitlines()[0], 160)}): one run at batch "
                                f"{config.get('batch_size')} and {config.get('image_size')} px does not fit on "
                                f"{split.train.device}; lower --batch-size or --image-size, or train on a device "
                                f"with more memory")
-                for j in left:
+                for j in left if halves is None else []:
                     logs.problem(f"{jobs[chosen[j]].desc}: failed ({message.splitlines()[0]})")
                     record(j, {"status": "failed", "error": message, "test_acc": None, "best_val_acc": None,
                                "history": {"loss": [], "train_acc": [], "val_acc": []}, "epochs_completed": 0},
@@ -757,6 +772,14 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                 for i, outcome in enumerate(outcomes):
                     if statuses[chosen[part[i]]] == "skipped" and outcome is not None:
                         record(part[i], outcome, part)
+            # Out of the except block: the error's traceback held the frames of the failed group's
+            # training (its weights, gradients, optimizer states, activations); only now can they go.
+            train.release_memory()
+            if halves:
+                logs.info(f"out of memory with {sum(map(len, halves))} runs fused on {split.train.device}; going on "
+                          f"as {len(halves[0])} + {len(halves[1])}, each run from its last saved epoch")
+                for half in halves:
+                    train_part(half)
 
         train_part(list(range(len(chosen))))
         return statuses

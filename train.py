@@ -598,7 +598,7 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
     Nothing is saved; the caller's runs start afresh."""
     device, precision = split.train.device, configs[0]["precision"]
     seeds = [c["seed"] for c in configs]
-    group = Group(configs, num_classes, device)
+    group, step = Group(configs, num_classes, device), None
     try:
         batches = (b for epoch in range(10**9) for b in group_batches(split.train, seeds, epoch))
         x, y = next(batches)
@@ -616,7 +616,7 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
         objective.sum().item()  # waits for the device
         return images / (time.perf_counter() - start)
     finally:
-        del group
+        del group, step  # the step closure holds the group too
         release_memory()
 
 

@@ -11,7 +11,7 @@ import fused
 import sweep
 import train
 from alexnet import AlexNet
-from conftest import load_results, run_config, run_script, tiny_argv
+from conftest import load_results, one_batch, run_config, run_script, tiny_argv
 from fused import FusedAlexNet
 
 
@@ -307,3 +307,25 @@ def test_fuse_auto_on_a_sweep_too_small_to_time_trains_one_run_at_a_time(mnist_d
 def test_a_trial_measures_real_training_steps(tiny_split):
     ds, split = tiny_split
     assert train.trial_images_per_s([run_config(seed=0), run_config(seed=1)], split, ds.num_classes, 1, 1) > 0
+
+
+def test_the_failed_group_is_freed_before_either_half_is_built(mnist_dir, tmp_path, monkeypatch):
+    """Out of memory in a fused group: its weights, gradients and optimizer states are gone
+    before the first half builds its own group (issue 29: the halves trained inside the except
+    block, whose traceback kept the failed group's frames alive, so on a real GPU each half would
+    have run beside the whole group and most likely out of memory again)."""
+    import weakref
+    models, alive_when_built = [], []
+    real_init = train.Group.__init__
+
+    def init(self, *args, **kwargs):
+        alive_when_built.append([ref() is not None for ref in models])
+        real_init(self, *args, **kwargs)
+        models.append(weakref.ref(self.model))
+    monkeypatch.setattr(train.Group, "__init__", init)
+    oom_in_group_of(monkeypatch, 2, at_epoch=0)
+    code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "2e-4", "--fuse", "2", "--kernels", "split",
+                                                       "--save", "none", *one_batch(tiny_argv(mnist_dir, tmp_path))])
+    assert code == 0, err
+    assert "going on as 1 + 1" in out and len(alive_when_built) == 3
+    assert alive_when_built[1] == [False], "the failed group of 2 was still alive when the first half was built"
