@@ -13,6 +13,7 @@ number (<experiment>_hparam.png, on a log axis for learning rates). Accuracies
 are in percent, with a dashed line at chance (100 / number of classes).
 """
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -20,7 +21,7 @@ import warnings
 import numpy as np
 
 import stats
-from results import TITLES, ResultsError, experiments_in, fmt, read_results, results_path
+from results import TITLES, ResultsError, experiments_in, fmt, read_results, records_dir, results_path
 from storage import WriteError, out_folder
 
 CURVES = {"loss": "mean training loss", "train_acc": "training accuracy (%)",
@@ -314,15 +315,36 @@ def missing(out: str, name: str, found: list) -> str:
             f"{', '.join(found) or 'none yet'}")
 
 
+def not_a_sweeps(out: str, name: str) -> bool:
+    """Whether results/<name>.json is another tool's file, such as gpu_check.py's figures, or a
+    user's: no run records beside it, and neither runs nor its experiment's name in it. A damaged
+    file is a sweep's: reading it says what is wrong."""
+    folder = records_dir(out, name)
+    if os.path.isdir(folder) and any(f.endswith(".json") and not f.startswith(".") for f in os.listdir(folder)):
+        return False
+    try:
+        with open(results_path(out, name)) as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return not (isinstance(content, dict) and ("runs" in content or content.get("experiment") == name))
+
+
 def main(argv=None) -> int:
     root = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description="Redraw the plots of experiments from their results files.")
-    p.add_argument("experiments", nargs="*", help="experiment names (default: every results/*.json)")
+    p.add_argument("experiments", nargs="*",
+                   help="experiment names (default: every sweep's results/*.json; other files there are skipped)")
     p.add_argument("--out", default=root, type=out_folder,
                    help="root holding results/ and images/ (default: the repository root)")
     args = p.parse_args(argv)
     found = experiments_in(args.out)
-    names = args.experiments or found
+    names = args.experiments
+    if not names:  # every sweep's results; other JSON files in results/ are named and left alone
+        others = [name for name in found if not_a_sweeps(args.out, name)]
+        for name in others:
+            print(f"skipped {results_path(args.out, name)}: not a sweep's results file (it holds no runs)")
+        names = [name for name in found if name not in others]
     if not names:
         print(f"error: no results files in {os.path.join(args.out, 'results')}; run a main_*.py script first",
               file=sys.stderr)

@@ -169,3 +169,23 @@ def test_gpu_check_refuses_a_data_dir_without_the_data_before_any_step(tmp_path,
     line = one_line(capsys.readouterr().err)
     assert f"not found in {tmp_path / 'empty'}, only in {tmp_path / 'system'}" in line
     assert no_steps == [] and not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------
+# plotting.py beside other tools' JSON files in results/
+
+def test_plotting_skips_and_names_json_files_no_sweep_wrote(fashion_run, tmp_path, capsys):
+    import shutil
+    import plotting
+    shutil.copytree(fashion_run["out"] / "results", tmp_path / "results")
+    (tmp_path / "results" / "gpu_check.json").write_text(json.dumps({"device": "cpu", "tiny": True, "steps": {}}))
+    (tmp_path / "results" / "zz_notes.json").write_text("[1, 2]")  # a user's own, after the sweep's in order
+    capsys.readouterr()
+    assert plotting.main(["--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    for name in ("gpu_check", "zz_notes"):
+        assert f"skipped {tmp_path / 'results' / name}.json: not a sweep's results file" in printed.out
+    assert (tmp_path / "images" / "activation_test_acc.png").exists()
+    assert sorted(os.listdir(tmp_path / "images")) == sorted(
+        os.path.basename(line) for line in printed.out.splitlines() if line.endswith(".png"))
