@@ -526,7 +526,8 @@ def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
 
 def check_disk(experiment: str, sweep: list, base: dict, args) -> str | None:
     """Print what the sweep will write beside the free space of --out's filesystem; return one
-    sentence where even the least it can write does not fit (unless --no-disk-check)."""
+    sentence where even the least it can write does not fit (unless --no-disk-check); warn
+    where only the most does not."""
     import shutil
     needs = disk_needs(experiment, sweep, base, args)
     if needs is None:
@@ -544,6 +545,10 @@ def check_disk(experiment: str, sweep: list, base: dict, args) -> str | None:
         return (f"{existing} has {size(free)} free, and this sweep needs at least {size(needs['low'])} there "
                 f"({size(needs['high'])} at most); free some space, choose another --out, keep less with --save, "
                 f"or pass --no-disk-check to train anyway")
+    if needs["low"] <= free < needs["high"]:  # it may fit (best epochs last, few resume files at once) or not
+        logs.problem(f"warning: {existing} has {size(free)} free, less than the {size(needs['high'])} this sweep "
+                     f"may write (it needs at least {size(needs['low'])}); it goes on, but may run out of space "
+                     f"before it ends: keep less with --save or free some space to be sure")
     return None
 
 
