@@ -94,7 +94,8 @@ def training_flops(image_size: int, num_classes: int = 10) -> float:
 
 
 def peak_tflops(device) -> tuple:
-    """(name matched, dense bf16 peak in TFLOPS) for a CUDA device in PEAK_TFLOPS, else (None, None)."""
+    """(name matched, dense half-precision peak in TFLOPS: bf16's, or fp16's on the V100 and T4,
+    which have no bf16 units) for a CUDA device in PEAK_TFLOPS, else (None, None)."""
     if device.type != "cuda":
         return None, None
     name = torch.cuda.get_device_name(device)
@@ -174,7 +175,9 @@ def bench_steps(args, device, precision):
             loops.pop(f"fuse {k}", None)
             release_memory()
             too_large.append(k)
-            print(f"fuse {k}: out of memory", flush=True)
+            # every smaller K's group is still held (the rounds alternate between them), so this is
+            # the first K that does not fit beside them; alone, a larger one may fit
+            print(f"fuse {k}: out of memory beside the groups of smaller K", flush=True)
             break  # larger K need more
     study(args.warmup)
     synchronize(device)

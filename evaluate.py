@@ -84,8 +84,27 @@ def prepare(path: str, device_name: str | None, precision: str | None) -> tuple:
         device = train.usable_device(device_name or "auto")
     except ValueError as err:
         raise InputError(f"argument --device: {err}") from None
-    precision = train.resolve_precision(precision or ckpt["config"].get("precision", "auto"), device)
-    return model.to(device), ckpt, device, precision
+    if precision is None:
+        precision = own_precision(ckpt["config"].get("precision", "auto"), device)
+    return model.to(device), ckpt, device, train.resolve_precision(precision, device)
+
+
+def own_precision(recorded: str, device) -> str:
+    """The run's recorded precision where this device computes it natively; otherwise the
+    device's own rule (--precision auto), said in one line: a bf16 run from an A100 evaluated
+    on a T4 or V100, where bf16 is only emulated, or an fp16 run on a CPU, would be many times
+    slower for a difference in accuracy of a few images at most."""
+    import torch
+    import train
+    auto = train.resolve_precision("auto", device)
+    native = {"fp32", auto}
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 0):
+        native.add("fp16")
+    if recorded == "auto" or recorded in native:
+        return recorded
+    print(f"the run trained in {recorded}, which {device} does not compute natively: evaluating in {auto} (its own "
+          f"--precision auto; --precision {recorded} forces the recorded one)")
+    return auto
 
 
 def predictions(model, ckpt: dict, data_dir: str | None, device, precision: str):

@@ -97,19 +97,25 @@ class FusedAlexNet(nn.Module):
         parts = x.chunk(self.k, dim)
         return torch.cat([act(part) for act, part in zip(self.activations, parts)], dim)
 
-    def _scale(self, k: int, part: torch.Tensor) -> torch.Tensor | None:
+    def _scale(self, k: int, part: torch.Tensor, rows: tuple | None = None) -> torch.Tensor | None:
         """Member k's inverted-dropout factors for its part of the input to a linear layer
-        (B x F), from its own generator; None where nothing is dropped (eval mode, p = 0)."""
+        (B x F), from its own generator; None where nothing is dropped (eval mode, p = 0).
+        rows = (rank, world_size, global batch size) where part is this process's share of a
+        data-parallel batch (every world_size-th image from rank): the masks of the whole
+        global batch are drawn and this share's rows taken, so that every process draws the
+        single-device run's masks instead of the same masks for its i-th image."""
         p = self.dropouts[k]
         if not self.training or p == 0:
             return None
         # drawn in a fixed (contiguous) order, whatever the layout of x: the same masks for any K
-        mask = torch.empty(part.shape, dtype=part.dtype, device=part.device)
-        return mask.bernoulli_(1 - p, generator=self.generators[k]).div_(1 - p)
+        shape = part.shape if rows is None else (rows[2], *part.shape[1:])
+        mask = torch.empty(shape, dtype=part.dtype, device=part.device)
+        mask = mask.bernoulli_(1 - p, generator=self.generators[k]).div_(1 - p)
+        return mask if rows is None else mask[rows[0]::rows[1]]
 
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+    def _drop(self, x: torch.Tensor, rows: tuple | None = None) -> torch.Tensor:
         """Inverted dropout per member on K x B x F."""
-        scales = [self._scale(k, part) for k, part in enumerate(x)]
+        scales = [self._scale(k, part, rows) for k, part in enumerate(x)]
         if all(scale is None for scale in scales):
             return x
         return x * torch.stack([torch.ones_like(part) if scale is None else scale for scale, part in zip(scales, x)])
@@ -139,9 +145,10 @@ class FusedAlexNet(nn.Module):
         # x W^T would give it transposed and cost a copy of every fc weight per step
         return torch.baddbmm(layer.bias.unsqueeze(2), layer.weight, x.transpose(1, 2)).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: tuple | None = None) -> torch.Tensor:
+        """rows: this process's share of a data-parallel batch, for the dropout masks (_scale)."""
         if self.apart:
-            return self._apart(x)
+            return self._apart(x, rows)
         for name in CONVS:
             x = self._act(self.conv(name, x), 1)
             if name in POOLED:
@@ -149,12 +156,12 @@ class FusedAlexNet(nn.Module):
         b = x.shape[0]
         x = x.reshape(b, self.k, -1).transpose(0, 1)  # K x B x (256*s*s), each member's flatten order
         for name in FCS:
-            x = self.linear(name, self._drop(x))
+            x = self.linear(name, self._drop(x, rows))
             if name != "fc3":
                 x = self._act(x, 0)
         return x
 
-    def _apart(self, x: torch.Tensor) -> torch.Tensor:
+    def _apart(self, x: torch.Tensor, rows: tuple | None = None) -> torch.Tensor:
         """Every layer split: each member's whole forward pass on its own input, operation for
         operation AlexNet's (as K runs one at a time, with nothing of the others in between), on
         its own leaf tensors where train.Group made them (no gradient then passes through the
@@ -179,7 +186,7 @@ class FusedAlexNet(nn.Module):
                     h = F.max_pool2d(h, 3, 2)
             h = torch.flatten(h, 1)
             for name in FCS:
-                scale, (w, b) = self._scale(k, h), views[name]
+                scale, (w, b) = self._scale(k, h, rows), views[name]
                 h = F.linear(h if scale is None else h * scale, w[k], b[k])
                 if name != "fc3":
                     h = act(h)

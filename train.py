@@ -273,10 +273,15 @@ class Group:
                 "rng": {**checkpoints.rng_state(), "dropout": self.model.generators[k].get_state()}}
 
     def without(self, leaving: set) -> "Group":
-        """The same group without the members in leaving, every other member's state kept."""
+        """The same group without the members in leaving, every other member's state kept.
+        This group gives up its fused weights, gradients and optimizers first, so that the two
+        are never on the device together (a group near the memory limit would otherwise run out
+        exactly when a run diverges); the caller drops its steps over this group's model first."""
         keep = [k for k in range(self.k) if k not in leaving]
-        return Group([self.configs[k] for k in keep], self.num_classes, self.device,
-                     [self.member_state(k) for k in keep])
+        states = [self.member_state(k) for k in keep]
+        self.model = self.params = self.optimizers = None
+        release_memory()
+        return Group([self.configs[k] for k in keep], self.num_classes, self.device, states)
 
     def overflowing(self) -> set:
         """fp16: members whose gradients kept overflowing until their loss scale fell below
@@ -302,13 +307,14 @@ class Group:
         model, k = self.model, self.k
         forward = model if forward is None else forward
 
-        def step(x, y, weight):
+        def step(x, y, weight, rows=None):
             """x: B x (K*C) x H x W, y: K x B. weight scales each member's summed cross-entropy:
             1 / B makes it the batch mean; world_size / global batch size makes DDP's gradient
             averaging give the mean over the global batch. Returns each member's summed
-            objective (cross-entropy plus penalty per image, K) and the logits (K x B x classes)."""
+            objective (cross-entropy plus penalty per image, K) and the logits (K x B x classes).
+            rows: which rows of a data-parallel global batch x holds (FusedAlexNet._scale)."""
             with autocast(self.device, precision):
-                logits = forward(x)
+                logits = forward(x) if rows is None else forward(x, rows)
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                      reduction="none").view(k, -1).sum(1)
             losses = ce * weight  # per member; summed below, so that each gradient is its member's own
@@ -384,7 +390,9 @@ def train_one_epoch(step, model, loader: DeviceLoader, seeds: list, epoch: int, 
                disable=not show_bar, dynamic_ncols=True)
     refresh = max(1, len(loader) // 4)
     for i, (x, y) in enumerate(bar):
-        objective, logits = step(x, y, loader.world_size / loader.global_batch_size(i))
+        # data-parallel: which rows of the global batch this process holds, for its dropout masks
+        rows = (loader.rank, loader.world_size, loader.global_batch_size(i)) if loader.world_size > 1 else None
+        objective, logits = step(x, y, loader.world_size / loader.global_batch_size(i), rows)
         totals[:, 0] += objective
         totals[:, 1] += (logits.argmax(2) == y).sum(1)
         seen += y.shape[1]
@@ -528,6 +536,7 @@ def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
         if leaving:
             if len(leaving) == len(active):
                 return
+            step_model = step = None  # they hold the old group's model, which without() frees
             group = group.without(leaving)  # NaN weights leave with their member; the others go on unchanged
             totals = [t for j, t in enumerate(totals) if j not in leaving]
             active = [i for j, i in enumerate(active) if j not in leaving]
@@ -576,12 +585,19 @@ def _kernels(group: Group, split: Split, members: list, config: dict, precision:
         m.kernels = chosen
 
 
+# What a failed allocation says where it is not torch's own OutOfMemoryError: CUDA's and the CPU
+# allocator's words, and cuBLAS's and cuDNN's when their workspace does not fit. cuDNN's
+# CUDNN_STATUS_INTERNAL_ERROR, sometimes seen under memory pressure, is left out: it also
+# reports real faults, which splitting the group would only repeat.
+OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                       "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def out_of_memory(err: BaseException) -> bool:
     """Whether err is a device (or host) running out of memory."""
     kind = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     text = str(err)
-    return isinstance(err, kind) or (isinstance(err, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text))
+    return isinstance(err, kind) or (isinstance(err, RuntimeError) and any(w in text for w in OUT_OF_MEMORY_WORDS))
 
 
 def release_memory() -> None:

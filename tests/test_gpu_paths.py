@@ -329,3 +329,62 @@ def test_the_failed_group_is_freed_before_either_half_is_built(mnist_dir, tmp_pa
     assert code == 0, err
     assert "going on as 1 + 1" in out and len(alive_when_built) == 3
     assert alive_when_built[1] == [False], "the failed group of 2 was still alive when the first half was built"
+
+
+def test_a_group_a_member_leaves_is_freed_before_the_smaller_group_is_built(mnist_dir, tmp_path, monkeypatch):
+    """A member that diverges leaves its fused group; the group without it is built only once the
+    old one (its weights, gradients, optimizers) is gone (issue 29: both were alive at once, and a
+    group near the memory limit could run out of memory exactly when a run diverged)."""
+    import weakref
+    models, alive_when_built = [], []
+    real_init = train.Group.__init__
+
+    def init(self, *args, **kwargs):
+        alive_when_built.append([ref() is not None for ref in models])
+        real_init(self, *args, **kwargs)
+        models.append(weakref.ref(self.model))
+    monkeypatch.setattr(train.Group, "__init__", init)
+    code, out, err = run_script("main_optimizer", ["--values", "sgd:1e12", "adam:1e-4", "--fuse", "2", "--kernels",
+                                                   "split", "--save", "none",
+                                                   *one_batch(tiny_argv(mnist_dir, tmp_path, epochs=2))])
+    assert code == 0, err
+    runs = {r["name"]: r["status"] for r in load_results(tmp_path, "optimizer")["runs"]}
+    assert runs == {"sgd_lr1e+12": "diverged", "adam_lr0.0001": "completed"} and len(alive_when_built) == 2
+    assert alive_when_built[1] == [False], "the group of 2 was still alive when the group of 1 was built"
+
+
+@pytest.mark.parametrize("text, is_oom", [
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", True),
+    ("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+     "9437184000 bytes. Error code 12 (Cannot allocate memory)", True),
+    ("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`", True),
+    ("cuDNN error: CUDNN_STATUS_ALLOC_FAILED", True),
+    ("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR", False),  # also real faults: not split (docs/fused.md)
+    ("CUDA error: an illegal memory access was encountered", False),
+    ("mat1 and mat2 shapes cannot be multiplied (16x9216 and 4096x10)", False),
+])
+def test_which_errors_count_as_out_of_memory(text, is_oom):
+    assert train.out_of_memory(RuntimeError(text)) is is_oom
+    assert train.out_of_memory(ValueError(text)) is False  # only the runtime's errors
+
+
+@pytest.mark.parametrize("device, capability, native_bf16_cpu, recorded, chosen", [
+    ("cuda:0", (8, 0), False, "bf16", "bf16"),  # an A100's run on an A100
+    ("cuda:0", (7, 5), False, "bf16", "fp16"),  # an A100's run on a T4: bf16 only emulated there
+    ("cuda:0", (7, 0), False, "fp16", "fp16"),
+    ("cuda:0", (6, 1), False, "fp16", "fp32"),  # a P100 has no fp16 tensor cores
+    ("cuda:0", (6, 1), False, "fp32", "fp32"),
+    ("cpu", None, True, "bf16", "bf16"),
+    ("cpu", None, False, "bf16", "fp32"),  # a CPU without AVX512-BF16 or AMX
+    ("cpu", None, False, "fp16", "fp32"),
+])
+def test_evaluate_uses_the_recorded_precision_only_where_the_device_has_it(monkeypatch, capsys, device, capability,
+                                                                          native_bf16_cpu, recorded, chosen):
+    """evaluate.py reproduces a run's accuracy in the run's own precision where the device
+    computes it natively, and otherwise in the device's own (issue 29), saying so."""
+    import evaluate
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native_bf16_cpu)
+    assert evaluate.own_precision(recorded, torch.device(device)) == chosen
+    said = capsys.readouterr().out
+    assert (f"trained in {recorded}" in said and f"evaluating in {chosen}" in said) == (chosen != recorded)
