@@ -69,8 +69,19 @@ def missing_checkpoint(path: str) -> str:
         else None
     if other and os.path.exists(other):
         kept = "last epoch's" if best else "best validation epoch's"
-        return (f"{path} does not exist: this run kept only its {kept} weights (--save "
-                f"{'last' if best else 'best'}); evaluate {other}")
+        try:  # what --save kept, from the file that is there: a --save both run had both
+            ckpt = checkpoints.load(other, mmap=True)
+            save, epoch, epochs = ckpt["config"].get("save"), ckpt.get("epoch"), len(ckpt["history"]["loss"])
+        except (checkpoints.CheckpointError, KeyError, TypeError, AttributeError):
+            save = epoch = epochs = None
+        if save == ("last" if best else "best"):
+            return f"{path} does not exist: this run kept only its {kept} weights (--save {save}); evaluate {other}"
+        if save == "both":
+            same = not best and epoch == epochs  # its best epoch was its last: the two names were one file
+            return (f"{path} does not exist: the run kept both files (--save both), so it was deleted or moved "
+                    f"since; " + (f"{other} holds the same weights (its best epoch was its last): evaluate that"
+                                  if same else f"evaluate {other}, or retrain the run (--fresh) to write it again"))
+        return f"{path} does not exist; {other} holds this run's {kept} weights: evaluate that"
     return (f"{path} does not exist (a run trained with --save none keeps no weights; its record is in "
             f"results/ and its plots in images/)")
 

@@ -189,3 +189,21 @@ def test_plotting_skips_and_names_json_files_no_sweep_wrote(fashion_run, tmp_pat
     assert (tmp_path / "images" / "activation_test_acc.png").exists()
     assert sorted(os.listdir(tmp_path / "images")) == sorted(
         os.path.basename(line) for line in printed.out.splitlines() if line.endswith(".png"))
+
+
+# ---------------------------------------------------------------------------
+# What evaluate.py says of a checkpoint that is not there
+
+def test_a_deleted_last_checkpoint_is_not_blamed_on_save_best(fashion_run, tmp_path, capsys):
+    """The run kept both files under --save both, one file under two names (its best epoch was
+    its last); the user deleted <run>.pt. evaluate.py says so, not that the run used --save best."""
+    import shutil
+    import evaluate
+    models = tmp_path / "models" / "activation"
+    models.mkdir(parents=True)
+    shutil.copy(fashion_run["models"] / "relu.best.pt", models)  # what is left after rm relu.pt
+    capsys.readouterr()
+    assert evaluate.main([str(models / "relu.pt"), "--out", str(tmp_path)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert "--save best" not in line and "kept both files (--save both), so it was deleted or moved" in line
+    assert f"{models / 'relu.best.pt'} holds the same weights" in line
