@@ -92,6 +92,51 @@ def _non_finite(value) -> bool:
     return False
 
 
+def _whole(least: int):
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _real(holds):
+    return lambda value: (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                          and holds(value))
+
+
+# the numbers of a run's config, some of which its params and its tune.params hold too: what each must be
+NUMBERS = {"lr": ("a positive number", _real(lambda v: v > 0)),
+           **{key: ("a number of at least 0", _real(lambda v: v >= 0)) for key in ("l1", "l2", "checkpoint_seconds")},
+           "dropout": ("a number in [0, 1)", _real(lambda v: 0 <= v < 1)),
+           "seed": ("a whole number of at least 0", _whole(0)),
+           **{key: ("a whole number of at least 1", _whole(1))
+              for key in ("image_size", "batch_size", "epochs", "checkpoint_every")},
+           **{key: ("a whole number of at least 1, or null", lambda v: v is None or _whole(1)(v))
+              for key in ("train_size", "val_size", "test_size")}}
+# a tuned run's tune entry (--tune-lr): what each key must be
+TUNE_KEYS = {"setting": ("a setting's name", lambda v: isinstance(v, str) and v != ""),
+             "own_lr": NUMBERS["lr"],
+             "params": ("an object", lambda v: isinstance(v, dict)),
+             "grid": ("a list of rates", lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v))}
+
+
+def _numbers_problem(values: dict, where: str, name: str) -> str | None:
+    for key, (what, ok) in NUMBERS.items():
+        if key in values and not ok(values[key]):
+            return f"run {name!r} has a {where}.{key} that is not {what} ({values[key]!r})"
+    return None
+
+
+def _tune_problem(run: dict, name: str) -> str | None:
+    """Why a run's tune entry is not one this repository writes, or None (a run without one too)."""
+    if "tune" not in run:
+        return None
+    tune = run["tune"]
+    if not isinstance(tune, dict):
+        return f"run {name!r} has a 'tune' that is not an object"
+    for key, (what, ok) in TUNE_KEYS.items():
+        if not ok(tune.get(key)):
+            return f"run {name!r} has a tune.{key} that is not {what}"
+    return _numbers_problem(tune["params"], "tune.params", name)
+
+
 def run_problem(run) -> str | None:
     """Why run is not a run record this repository writes, or None if it is one."""
     if not isinstance(run, dict):
@@ -115,12 +160,19 @@ def run_problem(run) -> str | None:
             return f"run {name!r} has a {key!r} that is not a number"
     if run["status"] == "completed" and run.get("test_acc") is None:
         return f"completed run {name!r} has no test_acc"
-    return _impossible(run, name)
+    for key, ok in (("best_epoch", lambda v: v is None or _whole(1)(v)), ("epochs_completed", _whole(0))):
+        if key in run and not ok(run[key]):
+            return f"run {name!r} has a {key!r} that is not a whole number"
+    problem = (_numbers_problem(run.get("config", {}), "config", name) or _numbers_problem(run["params"], "params", name)
+               or _tune_problem(run, name))
+    return problem or _impossible(run, name)
 
 
 def _impossible(run: dict, name: str) -> str | None:
     """Why a well-formed record cannot be true, or None: every epoch has a loss and both
-    accuracies, losses are finite and >= 0, accuracies lie in [0, 1], nothing is NaN or infinite."""
+    accuracies, losses are finite and >= 0, accuracies lie in [0, 1], nothing is NaN or infinite,
+    the best epoch is one of the epochs completed, and a tuned run is a run of the setting its
+    tune entry names."""
     history = run["history"]
     if len({len(history[key]) for key in CURVES}) > 1:
         return (f"run {name!r} has history lists of different lengths ("
@@ -135,6 +187,28 @@ def _impossible(run: dict, name: str) -> str | None:
             return f"run {name!r} has a {key!r} that is not an accuracy in [0, 1]"
     if _non_finite(run):
         return f"run {name!r} holds NaN or infinity, which this repository writes as null"
+    best, done = run.get("best_epoch"), run.get("epochs_completed")
+    if best is not None and done is not None and best > done:
+        return f"run {name!r} has best_epoch {best}, past its epochs_completed {done}"
+    return _not_its_setting(run, name) if "tune" in run else None
+
+
+def _not_its_setting(run: dict, name: str) -> str | None:
+    """Why a well-formed tuned run is not a run of the setting its tune entry names, or None: it
+    is named <setting> (at the setting's own rate) or <setting>_at_lr<rate>, and its config and
+    params hold the setting's params (the rate aside)."""
+    tune, setting = run["tune"], run["tune"]["setting"]
+    if name != setting and not name.startswith(f"{setting}_at_lr"):
+        return f"run {name!r} is not a run of setting {setting!r}, which its tune.setting names"
+    for key, value in tune["params"].items():
+        for where, values in (("config", run.get("config", {})), ("params", run["params"])):
+            if key != "lr" and key in values and values[key] != value:
+                return (f"run {name!r} has {where}.{key} {values[key]!r}, but its tune entry gives setting "
+                        f"{setting!r} {key} {value!r}")
+    lr = run.get("config", {}).get("lr", run["params"].get("lr"))
+    if name == setting and lr is not None and lr != tune["own_lr"]:
+        return (f"run {name!r} is named as setting {setting!r} at its own rate {fmt(tune['own_lr'])}, but its lr is "
+                f"{fmt(lr)}")
     return None
 
 

@@ -236,6 +236,20 @@ def plan(sweep: list, base: dict, seeds: int, tunes: dict | None = None) -> list
     return jobs
 
 
+def repeated_run(jobs: list) -> str | None:
+    """Why jobs, an expanded plan, cannot be trained as it stands: two of its runs with one name and
+    seed (or one checkpoint stem), which would share one record and one set of checkpoints, the
+    later overwriting the earlier; None where every run has its own."""
+    seen = set()
+    for job in jobs:
+        for key in ((job.name, job.config["seed"]), ("stem", job.stem)):
+            if key in seen:
+                return (f"the sweep would train run {job.name!r} seed {job.config['seed']} twice, one overwriting "
+                        "the other's record and checkpoints; give its settings names of their own")
+            seen.add(key)
+    return None
+
+
 def tune_rate(text: str) -> tuple:
     """One --tune-lr entry: ("x", m) for a multiple xM of each setting's own rate, ("lr", r) for a rate."""
     multiple = text[:1] in ("x", "*")
@@ -257,9 +271,19 @@ def tuned_sweep(sweep: list, base: dict, grid: list) -> tuple:
     runs, tunes = [], {}
     for name, params in sweep:
         own = params.get("lr", base["lr"])
-        rates = [float(f"{value * own:.6g}") if kind == "x" else value for kind, value in grid]
+        rates = [(own if value == 1 else float(f"{value * own:.6g}")) if kind == "x" else value
+                 for kind, value in grid]
+        shown = [fmt(rate) for rate in rates]  # as names, tables and plots print them
         if len(set(rates)) < len(rates):
-            raise ValueError(f"gives setting {name!r} the same rate twice ({', '.join(map(fmt, rates))})")
+            raise ValueError(f"gives setting {name!r} the same rate twice ({', '.join(shown)})")
+        if len(set(shown)) < len(shown):
+            raise ValueError(f"gives setting {name!r} rates that print alike ({', '.join(shown)}), whose runs "
+                             "would share one name; make each rate differ within its first 6 significant digits")
+        near_own = [rate for rate in rates if rate != own and fmt(rate) == fmt(own)]
+        if near_own:
+            raise ValueError(f"gives setting {name!r} the rate {near_own[0]!r}, which prints as its own rate "
+                             f"{fmt(own)} but is not it; give {fmt(own)} itself or a rate that differs within "
+                             "its first 6 significant digits")
         for rate in rates:
             run = name if rate == own else f"{name}_at_lr{fmt(rate)}"
             runs.append((run, {**params, "lr": rate}))
@@ -345,6 +369,9 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
         except ValueError as err:
             parser.error(f"argument --tune-lr: {err}")
     args.tunes = tunes
+    repeated = repeated_run(plan(sweep, base, args.seeds, tunes))
+    if repeated:
+        parser.error(f"argument {'--tune-lr' if tunes else '--values'}: {repeated}")
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
