@@ -144,22 +144,37 @@ def chosen_runs(out: str, names: list) -> list:
     return [at_rate.get((n, table[n]["chosen_lr"]), n) if n in table else n for n in names]
 
 
+def no_weights(out: str, name: str, seed: int, path: str) -> str:
+    """One sentence for a model without weights to evaluate: not trained yet, or trained but
+    without checkpoints (--save none, or removed since), which the same command would not retrain."""
+    found = results.read_results(out, EXPERIMENT) if EXPERIMENT in results.experiments_in(out) else {"runs": []}
+    run = next((r for r in found["runs"] if (r["name"], r["seed"]) == (name, seed)), None)
+    if run is None or run["status"] not in ("completed", "diverged"):
+        return (f"{path} does not exist: that model is not trained yet; run main_consolidated.py with the same "
+                f"flags first")
+    record = results.record_path(out, EXPERIMENT, name, seed)
+    where = record if os.path.exists(record) else results.results_path(out, EXPERIMENT)
+    how = "it kept no weights (--save none)" if run["config"].get("save") == "none" else \
+        "its checkpoints were removed since"
+    return (f"{path} does not exist: {name} finished training (recorded in {where}), but {how}; to evaluate it, "
+            f"train it again with the same flags plus --values {stats.setting_of(run)} --save both --fresh")
+
+
 def evaluate_saved(args) -> int:
-    """evaluate.py on each saved model of this sweep under --out; 1 if one is not trained yet."""
+    """evaluate.py on each saved model of this sweep under --out; 1 if one has no weights."""
     import evaluate
     import logs
     names = chosen_runs(args.out, args.values or VALUES)
     first = args.seed if args.seed is not None else 0
-    stems = [n if args.seeds == 1 else f"{n}_seed{first + k}" for n in names for k in range(args.seeds)]
+    runs = [(n, first + k, n if args.seeds == 1 else f"{n}_seed{first + k}") for n in names for k in range(args.seeds)]
     paths = []
-    for stem in stems:  # the last epoch's weights, or the best epoch's where only those were kept (--save best)
+    for _, _, stem in runs:  # the last epoch's weights, or the best epoch's where only those were kept (--save best)
         last, best = (os.path.join(args.out, "models", EXPERIMENT, f"{stem}{end}") for end in (".pt", ".best.pt"))
         paths.append(best if not os.path.exists(last) and os.path.exists(best) else last)
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        logs.problem(f"error: {missing[0]} does not exist: that model is not trained yet; run "
-                     f"main_consolidated.py with the same flags first")
-        return 1
+    for (name, seed, _), path in zip(runs, paths):
+        if not os.path.exists(path):
+            logs.problem(f"error: {no_weights(args.out, name, seed, path)}")
+            return 1
     for path in paths:
         code = evaluate.main([path, "--out", args.out, *(["--data-dir", args.data_dir] if args.data_dir else []),
                               *(["--device", args.device] if args.device else [])])

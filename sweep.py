@@ -480,8 +480,11 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
     jobs = my_shard(everything, args.shard)
     models_dir = os.path.join(args.out, "models", experiment)
     pending, done = split_finished(jobs, args, experiment)
-    for job, old in done:
-        logs.info(f"{job.desc}: already {old['status']} in {results_path(args.out, experiment)}; skipping "
+    for job, old in done:  # named where it is: the merged file may be missing (a full disk when it was written)
+        from results import record_path
+        where = record_path(args.out, experiment, job.name, job.config["seed"])
+        logs.info(f"{job.desc}: already {old['status']} in "
+                  f"{where if os.path.exists(where) else results_path(args.out, experiment)}; skipping "
                   f"(--fresh retrains it)")
     if rank == 0:  # what this sweep sets out to train, so that readers can tell it from a finished one
         add_to_plan(args.out, experiment, {run_key(j.name, j.config["seed"]): j.config for j in everything})

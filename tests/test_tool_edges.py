@@ -207,3 +207,48 @@ def test_a_deleted_last_checkpoint_is_not_blamed_on_save_best(fashion_run, tmp_p
     line = one_line(capsys.readouterr().err)
     assert "--save best" not in line and "kept both files (--save both), so it was deleted or moved" in line
     assert f"{models / 'relu.best.pt'} holds the same weights" in line
+
+
+# ---------------------------------------------------------------------------
+# A finished run without weights, and a finished run whose merged results file is missing
+
+@pytest.fixture(scope="module")
+def save_none_run(mnist_dir, tmp_path_factory):
+    """The baseline of main_consolidated.py trained once with --save none: (its flags without
+    --save, its --out)."""
+    from conftest import one_batch
+    out = tmp_path_factory.mktemp("save-none") / "out"
+    argv = one_batch(tiny_argv(mnist_dir, out, extra=["--values", "baseline", "--test-size", "4"]))
+    code, _, err = run_script("main_consolidated", [*argv, "--save", "none"])
+    assert code == 0, err
+    return argv, out
+
+
+def test_evaluate_after_save_none_says_the_run_finished_and_the_way_out(save_none_run):
+    """Not "not trained yet; run with the same flags first": that command skips the finished run."""
+    argv, out = save_none_run
+    code, _, err = run_script("main_consolidated", ["--evaluate", *argv])
+    line = one_line(err)
+    assert code == 1 and "not trained yet" not in line
+    record = out / "results" / "consolidated" / "baseline_seed0.json"
+    assert f"baseline finished training (recorded in {record}), but it kept no weights (--save none)" in line
+    assert line.endswith("train it again with the same flags plus --values baseline --save both --fresh")
+    code, _, err = run_script("main_consolidated", [*argv, "--values", "baseline", "--save", "both", "--fresh"])
+    assert code == 0, err
+    code, _, err = run_script("main_consolidated", ["--evaluate", *argv])
+    assert code == 0, err
+
+
+def test_a_rerun_without_the_merged_results_file_names_the_record_it_skips_for(save_none_run, tmp_path):
+    """After a full disk on results/<experiment>.json, the finished run's record is what a rerun
+    finds: the skip names that file, which exists, not the missing merged file."""
+    import shutil
+    argv, out = save_none_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "results" / "consolidated.json").unlink()
+    argv = [str(copy) if arg == str(out) else arg for arg in argv]
+    code, printed, err = run_script("main_consolidated", argv)
+    assert code == 0, err
+    record = copy / "results" / "consolidated" / "baseline_seed0.json"
+    assert f"baseline: already completed in {record}; skipping" in printed and record.exists()
