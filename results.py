@@ -305,6 +305,8 @@ def add_to_plan(out: str, experiment: str, configs: dict) -> None:
         planned = read_plan(out, experiment)
         planned.update(configs)
         atomic_write_text(path, to_json({"runs": planned}))
+    if os.path.exists(results_path(out, experiment)):  # its progress counts a run planned again with another
+        write_results(out, experiment)  # config as pending, even if this sweep stops before any run finishes
 
 
 def read_plan(out: str, experiment: str) -> dict:
