@@ -35,3 +35,21 @@ def shorten(text: str, limit: int) -> str:
     else:
         cut = body.rfind(" ")
     return (body[:cut] if cut > 0 else body).rstrip(" \t,;:.!?") + "..."
+
+
+def one_line_interrupts() -> None:
+    """Ctrl-C before a script's main() runs (while torch is being imported) prints one line,
+    not a traceback; Python still ends with the status of SIGINT (130 in a shell). The scripts
+    call it first, before any import that takes time; calling it again changes nothing."""
+    if getattr(sys.excepthook, "one_line_interrupts", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            print("\ninterrupted before any work began; nothing was written", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    hook.one_line_interrupts = True
+    sys.excepthook = hook

@@ -7,8 +7,11 @@ Held fixed: Adam at 1e-4, no dropout, no weight penalty, batch 64, the
 """
 import sys
 
-import sweep
-from alexnet import ACTIVATIONS
+import logs
+
+logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+import sweep  # noqa: E402
+from alexnet import ACTIVATIONS  # noqa: E402
 
 EXPERIMENT = "activation"
 VALUES = ["relu", "sigmoid", "leakyrelu", "tanh", "elu"]

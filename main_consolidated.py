@@ -11,9 +11,12 @@ study gave no script or regime for this model; these are its dropout study's).
 import os
 import sys
 
-import results
-import stats
-import sweep
+import logs
+
+logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+import results  # noqa: E402
+import stats  # noqa: E402
+import sweep  # noqa: E402
 
 EXPERIMENT = "consolidated"
 VALUES = ["baseline", "consolidated"]

@@ -9,7 +9,10 @@ accuracy reached 99.5%.
 """
 import sys
 
-import sweep
+import logs
+
+logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+import sweep  # noqa: E402
 
 EXPERIMENT = "dropout"
 VALUES = ["0", "0.15", "0.2", "0.25", "0.3", "0.35", "0.4"]

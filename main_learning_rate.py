@@ -7,7 +7,10 @@ validation), 25 epochs. The study found 1e-4 best.
 """
 import sys
 
-import sweep
+import logs
+
+logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+import sweep  # noqa: E402
 
 EXPERIMENT = "learning_rate"
 VALUES = ["1e-6", "1e-5", "1e-4", "1e-3", "1e-2"]

@@ -9,8 +9,11 @@ Adagrad's first-epoch loss reached about 7.9 million and it ended near 49%.
 """
 import sys
 
-import sweep
-from train import OPTIMIZERS
+import logs
+
+logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+import sweep  # noqa: E402
+from train import OPTIMIZERS  # noqa: E402
 
 EXPERIMENT = "optimizer"
 VALUES = ["sgd:0.1", "adagrad:0.01", "adam:1e-4"]

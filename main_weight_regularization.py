@@ -8,7 +8,10 @@ Held fixed: Adam at 1e-4, ReLU, no dropout, batch 64, the "subset" regime,
 """
 import sys
 
-import sweep
+import logs
+
+logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+import sweep  # noqa: E402
 
 EXPERIMENT = "weight_regularization"
 VALUES = ["0,0", "1e-4,0", "1e-6,0", "0,1e-3", "0,1e-4", "0,1e-5", "5e-6,9.5e-5", "2e-7,8e-5"]

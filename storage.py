@@ -14,9 +14,10 @@ import argparse
 import contextlib
 import os
 import signal
-import sys
 import threading
 import uuid
+
+import logs
 
 try:
     import fcntl
@@ -46,18 +47,7 @@ def exit_code_of(interrupt: KeyboardInterrupt) -> int:
     return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
 
 
-def one_line_interrupts() -> None:
-    """Ctrl-C before a script's main() runs (while torch is being imported) prints one line,
-    not a traceback; Python still ends with the status of SIGINT (130 in a shell)."""
-    previous = sys.excepthook
-
-    def hook(kind, value, tb):
-        if issubclass(kind, KeyboardInterrupt):
-            print("\ninterrupted before any work began; nothing was written", file=sys.stderr)
-        else:
-            previous(kind, value, tb)
-
-    sys.excepthook = hook
+one_line_interrupts = logs.one_line_interrupts  # where sweep.py calls it, for whatever imports sweep first
 
 
 def _raise_interrupt(signum, frame):

@@ -3,6 +3,7 @@ what is true where a user would be misled, and skips or names the files it did n
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +253,36 @@ def test_a_rerun_without_the_merged_results_file_names_the_record_it_skips_for(s
     assert code == 0, err
     record = copy / "results" / "consolidated" / "baseline_seed0.json"
     assert f"baseline: already completed in {record}; skipping" in printed and record.exists()
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C while a script starts, before sweep.py is loaded
+
+SCRIPTS = ("main_learning_rate", "main_optimizer", "main_weight_regularization", "main_activation", "main_dropout",
+           "main_consolidated")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_before_sweep_is_imported_is_one_line_and_exit_130(tmp_path, script):
+    """A Ctrl-C 0.1 to 0.3 s after start lands in the scripts' first imports. Here the child
+    sends SIGINT to itself as it starts to import sweep (a sitecustomize hook, so no timing),
+    the earliest moment a slow machine's Ctrl-C reached: one line, and the status of SIGINT,
+    which a shell shows as 130."""
+    import signal
+    import subprocess
+    from conftest import ROOT, child_env
+    (tmp_path / "sitecustomize.py").write_text("""import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sweep":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+""")
+    shell = 'python="$1"; shift; "$python" "$@"; echo "exit $?"'
+    proc = subprocess.run(["sh", "-c", shell, "sh", sys.executable, f"{script}.py", "--out", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=child_env(PYTHONPATH=str(tmp_path)),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert one_line(proc.stderr) == "interrupted before any work began; nothing was written"
+    assert proc.stdout == "exit 130\n" and not (tmp_path / "out").exists()
