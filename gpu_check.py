@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     # each check here would otherwise fail only after minutes of measuring
     try:
-        train.usable_device(args.device)
+        train.usable_device(args.device, touch=False)
     except ValueError as err:
         p.error(f"argument --device: {err}")
     try:

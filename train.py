@@ -101,9 +101,11 @@ def unavailable_device(name: str, err: Exception) -> str:
     return f"{name!r} is not available here ({why})"
 
 
-def usable_device(name: str) -> torch.device:
+def usable_device(name: str, touch: bool = True) -> torch.device:
     """The device --device name gives, checked to train and to hold a tensor; ValueError with
-    one sentence otherwise."""
+    one sentence otherwise. touch=False checks a GPU without a tensor on it, which would hold
+    hundreds of MB there for as long as the process lives (gpu_check.py leaves its GPU whole
+    to the steps it starts)."""
     try:
         device = resolve_device(name)
     except RuntimeError as err:  # not a device name torch knows
@@ -112,7 +114,14 @@ def usable_device(name: str) -> torch.device:
     if problem:
         raise ValueError(problem)
     try:
-        torch.empty(1, device=device)
+        if touch or device.type not in ("cuda", "mps"):
+            torch.empty(1, device=device)
+        elif device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("MPS is not available")
+        elif device.type == "cuda" and not (torch.cuda.is_available()
+                                            and (device.index or 0) < torch.cuda.device_count()):
+            raise RuntimeError(f"there is no CUDA device {device.index or 0}: this machine has "
+                               f"{torch.cuda.device_count()}")
     except (RuntimeError, AssertionError, ValueError) as err:
         raise ValueError(unavailable_device(name, err)) from None
     return device

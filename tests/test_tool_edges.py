@@ -286,3 +286,18 @@ sys.meta_path.insert(0, CtrlC())
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert one_line(proc.stderr) == "interrupted before any work began; nothing was written"
     assert proc.stdout == "exit 130\n" and not (tmp_path / "out").exists()
+
+
+def test_gpu_check_checks_its_device_without_a_tensor_on_it(tmp_path, monkeypatch, capsys, no_steps):
+    """gpu_check.py's own process must leave the GPU whole to the steps it starts: its device
+    check puts no tensor on a GPU (a CUDA context holds hundreds of MB for as long as it lives)."""
+    import torch
+    import gpu_check
+    import train
+    real, touched = torch.empty, []
+    monkeypatch.setattr(train.torch, "empty", lambda *a, device=None, **k: touched.append(str(device)) or
+                        real(*a, device=device, **k))
+    with pytest.raises(ValueError, match="'cuda:999' is not available here"):
+        train.usable_device("cuda:999", touch=False)
+    refused_by(gpu_check.main, ["--device", "cuda:999", "--out", str(tmp_path)], capsys)
+    assert not [device for device in touched if device.startswith(("cuda", "mps"))] and no_steps == []
