@@ -16,7 +16,7 @@ import json
 import math
 import os
 
-from storage import atomic_write_text, locked
+from storage import atomic_write_text, locked, remove_left_behind
 
 STATUSES = ("completed", "diverged", "failed")
 # how reports and plots name each experiment
@@ -51,6 +51,16 @@ def record_path(out: str, experiment: str, name: str, seed: int) -> str:
 
 def plan_path(out: str, experiment: str) -> str:
     return os.path.join(out, "results", f".{experiment}.planned.json")
+
+
+def csv_path(out: str, experiment: str) -> str:
+    return os.path.join(out, "results", f"{experiment}.csv")
+
+
+def merged_paths(out: str, experiment: str) -> list:
+    """The experiment's files that any process may write, each only under the experiment's lock;
+    whoever holds it removes what a writer killed inside a write of them left (storage.remove_left_behind)."""
+    return [results_path(out, experiment), csv_path(out, experiment), plan_path(out, experiment)]
 
 
 def experiments_in(out: str) -> list:
@@ -302,6 +312,7 @@ def add_to_plan(out: str, experiment: str, configs: dict) -> None:
     the experiment's lock, so that a reader can tell a finished sweep from one still under way."""
     path = plan_path(out, experiment)
     with locked(os.path.join(out, "results", f".{experiment}.lock")):
+        remove_left_behind(merged_paths(out, experiment))
         planned = read_plan(out, experiment)
         planned.update(configs)
         atomic_write_text(path, to_json({"runs": planned}))
@@ -396,6 +407,7 @@ def write_results(out: str, experiment: str, order: list | None = None) -> dict:
     lock so that two processes finishing at once cannot write an older view last."""
     import stats
     with locked(os.path.join(out, "results", f".{experiment}.lock")):
+        remove_left_behind(merged_paths(out, experiment))
         results = read_results(out, experiment, order)
         results["summary"], results["best"] = stats.summarize(results)
         results["progress"] = progress(out, experiment, results["runs"])
@@ -406,7 +418,7 @@ def write_results(out: str, experiment: str, order: list | None = None) -> dict:
                 run["at_chosen_lr"] = stats.lr_of(run) == chosen[stats.setting_of(run)]
             results["fixed"] = dict(zip(("summary", "best"), stats.summarize(stats.at_rates(results, "own"))))
         atomic_write_text(results_path(out, experiment), to_json(results))
-        atomic_write_text(os.path.join(out, "results", f"{experiment}.csv"), _csv(results["runs"]))
+        atomic_write_text(csv_path(out, experiment), _csv(results["runs"]))
     return results
 
 

@@ -8,11 +8,14 @@ same folder, is flushed to disk, then renamed over the target, so a reader sees
 the previous complete file or the new one. A write that cannot complete (disk
 full, no permission) removes its temporary file, leaves the previous file in
 place and raises WriteError with one sentence naming the path and the cause.
-Ctrl-C or SIGTERM arriving mid-write takes effect when the write is done.
+Ctrl-C or SIGTERM arriving mid-write takes effect when the write is done. What a
+writer killed mid-write leaves, remove_left_behind removes for whoever holds the
+writers' claim or lock.
 """
 import argparse
 import contextlib
 import os
+import re
 import signal
 import threading
 import uuid
@@ -100,6 +103,35 @@ def temporary_name(path: str) -> str:
     """A name beside path that no other process or thread will choose."""
     folder, base = os.path.split(path)
     return os.path.join(folder, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+TEMPORARY_NAME = re.compile(r"\.(?P<base>.+)\.[0-9]+\.[0-9a-f]{8}\.tmp")  # temporary_name's names
+
+
+def remove_left_behind(paths) -> list:
+    """Remove the temporary files that writes to paths left beside them: a writer killed inside
+    its write (SIGKILL, a power cut) leaves one, as does one whose folder turned unwritable before
+    it could remove it. Returns the files removed; one that cannot be removed stays.
+
+    Only while holding what every writer of paths holds while it writes (a run's claim, an
+    experiment's lock): then none of these files is a live writer's, whatever process id its
+    name holds (ids are reused, and mean nothing to another machine sharing the folder)."""
+    removed, wanted = [], {}
+    for path in paths:
+        folder, base = os.path.split(path)
+        wanted.setdefault(folder, set()).add(base)
+    for folder, bases in wanted.items():
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:  # no folder yet: nothing left in it
+            continue
+        for name in sorted(names):
+            match = TEMPORARY_NAME.fullmatch(name)
+            if match and match["base"] in bases:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+                    removed.append(os.path.join(folder, name))
+    return removed
 
 
 def describe(err: OSError) -> str:

@@ -734,6 +734,7 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
                     take.append(False)
                     continue
                 claims.append(claim)
+                remove_left_behind(experiment, args.out, models_dir, job)
                 if finished(latest.get((job.name, job.config["seed"])), job.config):
                     logs.info(f"{job.desc}: finished meanwhile by another process; skipping")
                     take.append(False)
@@ -821,6 +822,20 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
     finally:
         for claim in claims:
             claim.release()
+
+
+def remove_left_behind(experiment: str, out: str, models_dir: str, job: Job) -> None:
+    """Remove the temporary files that a writer of the run's files (checkpoints, record), killed
+    inside a write, left; only while holding the run's claim, under which alone they are written."""
+    import checkpoints
+    from results import record_path
+    removed = storage.remove_left_behind([checkpoints.resume_path(models_dir, job.stem),
+                                          checkpoints.final_path(models_dir, job.stem),
+                                          checkpoints.best_path(models_dir, job.stem),
+                                          record_path(out, experiment, job.name, job.config["seed"])])
+    if removed:
+        logs.info(f"{job.desc}: removed {len(removed)} temporary file(s) left by an interrupted write: "
+                  + ", ".join(os.path.basename(path) for path in removed))
 
 
 def record_run(experiment, record, state_dict, best_state, dataset, out, models_dir, stem, order) -> None:
