@@ -104,8 +104,8 @@ def test_ctrl_c_inside_a_results_write_keeps_the_previous_file(mnist_dir, tmp_pa
     import storage
     real = storage.os.fsync
 
-    def fsync(fd):
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".learning_rate.json."):
+    def fsync(fd):  # the write that records lr_0.001 (the sweep's start rewrites the file too: its plan)
+        if holds_run(fd, ".learning_rate.json.", "lr_0.001"):
             os.kill(os.getpid(), signal.SIGINT)
         return real(fd)
 
@@ -158,13 +158,26 @@ def test_a_full_disk_stops_the_sweep_with_one_sentence_and_no_temporary_files(mn
         assert temporary_files(out) == []
 
 
-def enospc_on(monkeypatch, prefix):
-    """Make fsync fail with ENOSPC on temporary files whose name starts with prefix."""
+def holds_run(fd, prefix, run=None) -> bool:
+    """Whether fd is a temporary file whose name starts with prefix and, where run is given, a
+    results file that holds run's record (not only lists it as planned)."""
+    path = os.readlink(f"/proc/self/fd/{fd}")
+    if not os.path.basename(path).startswith(prefix):
+        return False
+    if run is None:
+        return True
+    with open(path) as f:
+        return any(r.get("name") == run for r in json.load(f).get("runs", []))
+
+
+def enospc_on(monkeypatch, prefix, run=None):
+    """Make fsync fail with ENOSPC on temporary files whose name starts with prefix (and that
+    hold run's record, where run is given)."""
     import storage
     real = storage.os.fsync
 
     def fsync(fd):
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(prefix):
+        if holds_run(fd, prefix, run):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd)
 
@@ -179,12 +192,14 @@ def test_a_results_write_that_cannot_complete_leaves_the_previous_file(mnist_dir
     path = out / "results" / "learning_rate.json"
     before = path.read_text()
     with monkeypatch.context() as m:
-        enospc_on(m, ".learning_rate.json.")
+        enospc_on(m, ".learning_rate.json.", "lr_0.001")  # not the rewrite at the sweep's start
         code, _, err = run_script("main_learning_rate", argv)
     assert code == 1
     line = one_line(err)
     assert str(path) in line and "No space left on device" in line
-    assert path.read_text() == before and temporary_files(out) == []
+    # the previous whole file stays: the one the sweep's start wrote (its plan now counts 2 runs), with
+    # the earlier run's record as it was
+    assert json.loads(path.read_text())["runs"] == json.loads(before)["runs"] and temporary_files(out) == []
     # the finished run's own record was written first, so the rerun finds it
     code, stdout, err = run_script("main_learning_rate", argv)
     assert code == 0 and "lr_0.001: already completed" in stdout
