@@ -59,7 +59,9 @@ def unfinished_sentence(found: dict) -> str | None:
     if not parts:
         return None
     return ("--from-results: unfinished sweeps: " + "; ".join(parts) + ". Finish them (run the same "
-            "main_<ablation>.py command again) or pass --allow-partial to use the runs recorded so far")
+            "main_<ablation>.py command again; pending runs that no command asks for any more, left by a sweep "
+            "stopped and rerun with fewer --values or seeds, are dropped by adding --forget-pending to the command "
+            "whose runs are finished) or pass --allow-partial to use the runs recorded so far")
 
 
 def models_from_results(out: str, allow_partial: bool = False) -> dict:

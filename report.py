@@ -112,6 +112,12 @@ def mixed_settings(runs: list) -> list:
     return [f"{k} ({', '.join(sorted(v))})" for k, v in values.items() if len(v) > 1]
 
 
+# how to get out of an unfinished sweep, also where the runs pending are ones no command will train again
+FINISH_ADVICE = ("Run the sweep's command again to finish it; pending runs that no command asks for any more (a "
+                 "sweep stopped, then rerun with fewer --values or seeds) are dropped from the plan by adding "
+                 "--forget-pending to the command whose runs are finished.")
+
+
 def pending_text(prog: dict) -> str:
     return f"not finished ({prog['finished']} of {prog['planned']} runs); pending: {listed(prog['pending'], 6)}"
 
@@ -171,7 +177,8 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
                   f"like with like.", ""]
     prog = results.get("progress")
     if prog and prog["pending"]:
-        lines += [f"**{pending_text(prog).capitalize()}.** The table and verdict use the runs recorded so far.", ""]
+        lines += [f"**{pending_text(prog).capitalize()}.** The table and verdict use the runs recorded so far. "
+                  f"{FINISH_ADVICE}", ""]
     if experiment == "consolidated":
         configs = {run["name"]: run.get("config") or run["params"] for run in runs}
         lines += ["Models as trained: " + "; ".join(f"{name}: {describe_model(configs[name])}" for name in rows)

@@ -320,6 +320,26 @@ def add_to_plan(out: str, experiment: str, configs: dict) -> None:
         write_results(out, experiment)  # config as pending, even if this sweep stops before any run finishes
 
 
+def sweeping_path(out: str, experiment: str) -> str:
+    """The file that every live sweep of the experiment on this --out holds a shared lock on
+    (storage.Presence), so that forget_pending can tell that no other one is under way."""
+    return os.path.join(out, "results", f".{experiment}.sweeping.lock")
+
+
+def forget_pending(out: str, experiment: str, keep: set) -> list:
+    """Drop from the plan the runs still pending whose run keys are not in keep (what a stopped
+    sweep planned that a later, narrower one did not ask for), under the experiment's lock;
+    returns their keys. The caller makes sure no other sweep is under way (sweeping_path)."""
+    with locked(os.path.join(out, "results", f".{experiment}.lock")):
+        planned = read_plan(out, experiment)
+        latest = {run_key(r["name"], r["seed"]): r for r in read_results(out, experiment)["runs"]}
+        dropped = [key for key, config in planned.items() if key not in keep and not finished(latest.get(key), config)]
+        if dropped:
+            atomic_write_text(plan_path(out, experiment),
+                              to_json({"runs": {k: c for k, c in planned.items() if k not in dropped}}))
+    return dropped
+
+
 def read_plan(out: str, experiment: str) -> dict:
     """{run_key: config} of every run a sweep on this --out set out to train; {} for results
     written before plans were kept (such sweeps count as finished)."""

@@ -271,3 +271,48 @@ class Claim:
         if self.file:
             _unlock(self.file, self.path)
             self.file = None
+
+
+class Presence:
+    """A shared lock that every process taking part in one shared task holds while it does (every
+    sweep of an experiment on an --out: terminals, shards, ranks, machines sharing it); alone()
+    tells, without waiting, whether no other process holds it. The operating system releases it
+    however the process ends. Its file stays: removing it would let a process that opened it
+    just before lock a file that nobody else sees."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file = None
+
+    def __enter__(self):
+        ensure_folder(os.path.dirname(self.path) or ".")
+        self.file = open(self.path, "a")
+        if fcntl:
+            fcntl.flock(self.file, fcntl.LOCK_SH)  # waits only while a process is alone() (a moment)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Take part no more (before the end of the with block, where the task ends sooner)."""
+        if self.file:
+            self.file.close()
+            self.file = None
+
+    @contextlib.contextmanager
+    def alone(self):
+        """Yields whether no other process takes part now; while True, none can join (its
+        __enter__ waits) until the block ends. Call it once released, as flock's change
+        from shared to exclusive may give up the shared lock."""
+        ensure_folder(os.path.dirname(self.path) or ".")
+        with open(self.path, "a") as f:
+            if not fcntl:
+                yield True
+                return
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True

@@ -173,6 +173,11 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
     p.add_argument("--out", default=ROOT, type=storage.out_folder,
                    help="root for models/, images/ and results/ (default: the repository root)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that are already complete")
+    p.add_argument("--forget-pending", action="store_true",
+                   help="at the end, drop from this --out's plan the runs still pending that this command does "
+                        "not ask for (left by an earlier sweep stopped with other --values or seeds), so that "
+                        "the report and --from-results count the sweep finished; only while no other process "
+                        "sweeps this experiment on this --out (default: off)")
     p.add_argument("--quick", action="store_true",
                    help="small preset for a whole sweep in minutes on 2 CPU cores: "
                         + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
@@ -442,19 +447,22 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
     except data.DataError as err:
         logs.problem(f"error: {err}")
         return 1
-    if world > 1 and not dist.is_initialized():
-        # spread does no tensor collectives, and its ranks wait for each other's uneven shares
-        # (wait_for_ranks): gloo, whose process has no watchdog to end it, is enough
-        ddp = args.strategy == "ddp"
-        dist.init_process_group("nccl" if ddp and device.type == "cuda" else "gloo")
-        try:
-            return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world)
-        finally:
-            dist.destroy_process_group()
-    return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world)
+    from results import sweeping_path
+    with storage.Presence(sweeping_path(args.out, experiment)) as present:  # while it plans and trains
+        if world > 1 and not dist.is_initialized():
+            # spread does no tensor collectives, and its ranks wait for each other's uneven shares
+            # (wait_for_ranks): gloo, whose process has no watchdog to end it, is enough
+            ddp = args.strategy == "ddp"
+            dist.init_process_group("nccl" if ddp and device.type == "cuda" else "gloo")
+            try:
+                return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world,
+                              present)
+            finally:
+                dist.destroy_process_group()
+        return _sweep(experiment, sweep, base, args, dataset, (train_idx, val_idx), device, rank, world, present)
 
 
-def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world) -> int:
+def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world, present) -> int:
     import torch.distributed as dist
     from train import Split, resolve_precision, tune_backends
 
@@ -506,13 +514,14 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world)
         statuses = train_jobs(experiment, jobs_of_group, args, dataset, split, models_dir,
                               {**trained_on, "fuse": fuse_info}, order, rank, ddp)
         failed += [job.desc for job, status in zip(jobs_of_group, statuses) if status == "failed"]
+    present.release()  # trains nothing more: before the ranks wait for each other, so rank 0's finish may forget
     if ddp:
         dist.barrier()  # every run is recorded
     elif world > 1:
         wait_for_ranks("recorded", world)  # every run of every rank is recorded, however uneven the shares
     if rank != 0:
         return 1 if failed else 0
-    return finish(experiment, args, jobs, order, models_dir, failed)
+    return finish(experiment, args, jobs, order, models_dir, failed, everything, present)
 
 
 def wait_for_ranks(name: str, world: int, poll: float = 1.0) -> None:
@@ -536,22 +545,37 @@ def size(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
+def writes_resume(config: dict, start: int = 0) -> bool:
+    """Whether a run of config, from epoch start, can still write a resume file: only after an
+    epoch that is not its last and is a multiple of checkpoint_every (train._train_group's `due`).
+    --checkpoint-seconds only delays it, by epoch times no estimate knows beforehand."""
+    every = config["checkpoint_every"]
+    return (start // every + 1) * every < config["epochs"]
+
+
 def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
     """What this sweep will write under --out/models, from the model's real parameter count and
     its optimizers' real state (checkpoints.py): {"pending", "file", "files", "resume", "k",
-    "low", "high", "folder"}; None when nothing is left to train."""
+    "low", "high", "folder"}; None when nothing is left to train. Only what can be written
+    counts: no second checkpoint where a run has one epoch (its best is its last), no resume
+    file where no epoch but the last is left to a run (writes_resume)."""
     import checkpoints
     pending, _ = split_finished(my_shard(all_jobs(sweep, base, args), args.shard), args, experiment)
     if not pending:
         return None
     classes = KNOWN_CLASSES.get(base["dataset"], 10)
     files = {"both": 2, "last": 1, "best": 1, "none": 0}[base["save"]]
-    k = min(len(pending), MAX_AUTO_FUSE if args.fuse == "auto" else args.fuse)
-    resume = max(checkpoints.resume_bytes(job.config, classes, with_best=True) for job in pending)
+    if all(job.config["epochs"] == 1 for job in pending):
+        files = min(files, 1)
+    models_dir = os.path.join(args.out, "models", experiment)
+    resuming = [job for job in pending
+                if writes_resume(job.config, 0 if args.fresh else _resume_epoch(models_dir, job))]
+    k = min(len(resuming), MAX_AUTO_FUSE if args.fuse == "auto" else args.fuse)
+    resume = max((checkpoints.resume_bytes(job.config, classes, with_best=True) for job in resuming), default=0)
     file = checkpoints.final_bytes(base, classes)
     return {"pending": len(pending), "file": file, "files": files, "resume": resume, "k": k,
-            "low": len(pending) * min(files, 1) * file + resume,  # best = last everywhere; one resume file
-            "high": len(pending) * files * file + k * resume, "folder": os.path.join(args.out, "models", experiment)}
+            "low": len(pending) * min(files, 1) * file + min(k, 1) * resume,  # best = last everywhere; one resume file
+            "high": len(pending) * files * file + k * resume, "folder": models_dir}
 
 
 def check_disk(experiment: str, sweep: list, base: dict, args) -> str | None:
@@ -569,8 +593,9 @@ def check_disk(experiment: str, sweep: list, base: dict, args) -> str | None:
     both = " (one file where the best epoch is the last)" if needs["files"] == 2 else ""
     logs.info(f"disk: this sweep writes up to {size(needs['high'])} in {needs['folder']}: {needs['pending']} run(s) "
               f"x {needs['files']} checkpoint file(s) of {size(needs['file'])} (--save {base['save']}){both}, and "
-              f"up to {needs['k']} resume file(s) of up to {size(needs['resume'])} alive at once; "
-              f"{size(free)} free there")
+              + (f"up to {needs['k']} resume file(s) of up to {size(needs['resume'])} alive at once" if needs["k"]
+                 else "no resume file (one is written only after an epoch that is not a run's last)")
+              + f"; {size(free)} free there")
     if needs["low"] > free and not args.no_disk_check:
         return (f"{existing} has {size(free)} free, and this sweep needs at least {size(needs['low'])} there "
                 f"({size(needs['high'])} at most); free some space, choose another --out, keep less with --save, "
@@ -897,9 +922,24 @@ def tuning_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def finish(experiment, args, jobs, order, models_dir, failed) -> int:
-    """Results file, plots and the table of this sweep's runs, from what is recorded."""
+def finish(experiment, args, jobs, order, models_dir, failed, everything, present) -> int:
+    """Results file, plots and the table of this sweep's runs, from what is recorded; a line on
+    runs still pending in the plan that this command did not ask for (everything: what it asked
+    for, every shard's), or with --forget-pending, those runs dropped from the plan."""
     import plotting
+    from results import forget_pending
+    asked = {run_key(job.name, job.config["seed"]) for job in everything}
+    forget_refused = False
+    if args.forget_pending:  # before the results file is written, so that its progress counts without them
+        with present.alone() as alone:  # no other sweep of it under way, and none starts meanwhile
+            dropped = forget_pending(args.out, experiment, asked) if alone else []
+        forget_refused = not alone
+        if forget_refused:
+            logs.problem(f"--forget-pending: another process is sweeping {experiment} on this --out, and the pending "
+                         "runs may be its own; nothing dropped from the plan: run this command again once it ends")
+        else:
+            logs.info(f"--forget-pending: dropped {len(dropped)} pending run(s) that this command does not ask for "
+                      f"from the plan of {experiment}" + (f": {', '.join(dropped)}" if dropped else ""))
     results = write_results(args.out, experiment, order)
     plotting.plot_experiment(results, os.path.join(args.out, "images"))
     wanted = {(job.name, job.config["seed"]) for job in jobs}
@@ -920,8 +960,16 @@ def finish(experiment, args, jobs, order, models_dir, failed) -> int:
             logs.info("it lies at the edge of the swept range: widen the range (--values) before calling it optimal")
     logs.info(f"\nresults: {results_path(args.out, experiment)}  checkpoints: {models_dir}  "
               f"plots: {os.path.join(args.out, 'images', experiment)}_*.png")
+    pending = results["progress"]["pending"]
+    others = [key for key in pending if key not in asked]
+    if others and not forget_refused and not any(key in asked for key in pending):
+        from results import listed
+        logs.info(f"\nevery run this command asks for is finished, but the plan of {experiment} on this --out still "
+                  f"holds {len(others)} pending run(s) it does not ask for ({listed(others, 6)}), so the report and "
+                  "--from-results count the sweep unfinished: run the command that asked for them again to train "
+                  "them, or add --forget-pending to this one to drop them")
     if failed:
         logs.problem(f"failed runs: {', '.join(failed)}")
         return 1
-    return 0
+    return 1 if forget_refused else 0
 

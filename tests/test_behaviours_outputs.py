@@ -169,7 +169,10 @@ def test_free_space_between_the_least_and_the_most_a_sweep_writes_warns_and_trai
     monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     trained = fabricated({(1e-4, 0): (0.6, 0.5), (1e-3, 0): (0.7, 0.5)}, "lr")  # what is trained is not the subject
     monkeypatch.setattr(train, "train_group", as_group(trained))
-    code, stdout, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3", *tiny_argv(mnist_dir, out)])
+    # 2 epochs: a resume file after epoch 1 and a best epoch before the last are possible (1 epoch: neither,
+    # and the least and the most it writes are the same)
+    code, stdout, err = run_script("main_learning_rate", ["--values", "1e-4", "1e-3",
+                                                          *tiny_argv(mnist_dir, out, epochs=2)])
     (needs,) = estimates
     assert needs["low"] < (needs["low"] + needs["high"]) // 2 < needs["high"]  # the case under test
     assert code == 0, err
