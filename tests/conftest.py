@@ -115,6 +115,37 @@ def pytest_sessionfinish(session, exitstatus):
     session.config._tests_failed = exitstatus == pytest.ExitCode.TESTS_FAILED
 
 
+if os.environ.get("MUTANTS_COVERAGE"):  # tests/mutants.py builds its coverage map: one context per test
+    _test = [""]
+
+    def _coverage_context(name):
+        import coverage
+        os.environ["MUTANTS_TEST_ID"] = name  # the context of the processes started meanwhile
+        cov = coverage.Coverage.current()
+        if cov is not None:
+            cov.switch_context(name)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(item):
+        _test[0] = item.nodeid
+        _coverage_context(item.nodeid)
+        shared = [f"fixture {defs[-1].argname}@{defs[-1].baseid}"
+                  for defs in (item._fixtureinfo.name2fixturedefs.get(n) for n in item.fixturenames)
+                  if defs and defs[-1].scope != "function"]
+        with open(os.path.join(os.environ["MUTANTS_COVERAGE"], f"fixtures-{os.getpid()}.jsonl"), "a") as f:
+            f.write(json.dumps([item.nodeid, shared]) + "\n")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(fixturedef, request):
+        """What a module or session fixture runs counts for every test that uses it."""
+        shared = fixturedef.scope != "function"
+        if shared:
+            _coverage_context(f"fixture {fixturedef.argname}@{fixturedef.baseid}")
+        yield
+        if shared:
+            _coverage_context(_test[0])
+
+
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
@@ -159,13 +190,16 @@ def paused_command(tmp_path, script, argv):
     a test can kill or interrupt it at a known point, whatever the machine's speed."""
     marker = tmp_path / f"paused-{script}"
     wrapper = tmp_path / f"pause_{script}.py"
-    wrapper.write_text(f"""import sys, time
+    wrapper.write_text(f"""import os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 import sweep  # first, as the scripts load torch (sweep.py: no garbage collection meanwhile)
 import train
 real = train.save_resume_files
 def save_resume_files(*args, **kwargs):
     real(*args, **kwargs)
+    if os.environ.get("MUTANTS_COVERAGE"):  # tests/mutants.py's coverage map: keep what ran before the kill
+        import coverage
+        coverage.Coverage.current() and coverage.Coverage.current().save()
     open({str(marker)!r}, "w").close()
     while True:
         time.sleep(1)  # the test kills or interrupts this process here

@@ -14,12 +14,25 @@ right code by any test are listed in EQUIVALENT with the reason, and are not run
 
 Not part of the test command or CI: a mutation check runs the tests many times
 (about 6 minutes for all on 2 cores).
+
+    .venv/bin/python tests/mutants.py --since 3d6a508 --sample 60  # mechanical mutants (below):
+    .venv/bin/python tests/mutants.py --all --sample 40            # generated from the code, drawn
+                                                                   # at random, run on the tests
+                                                                   # that reach their line
 """
+import ast
+import glob
+import hashlib
+import json
 import os
+import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UP = "tests/test_user_promises.py::"
@@ -302,13 +315,26 @@ EQUIVALENT = {
 
 
 def copy_of_repository(dest: str) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode == 0:
+        files = listed.stdout.split()
+    else:  # ROOT is itself a copy, without .git (a mechanical mutant's run of the whole suite)
+        skip = {".git", ".venv", ".mutants", "__pycache__", ".pytest_cache", ".pytest-files"}
+        files = [os.path.relpath(os.path.join(folder, f), ROOT) for folder, dirs, names in os.walk(ROOT)
+                 if not dirs.__setitem__(slice(None), [d for d in dirs if d not in skip]) for f in names]
     for f in files:
         if not os.path.exists(os.path.join(ROOT, f)):
             continue  # deleted but not yet committed
         os.makedirs(os.path.join(dest, os.path.dirname(f)), exist_ok=True)
         shutil.copy2(os.path.join(ROOT, f), os.path.join(dest, f))
+
+
+def _plain_env() -> dict:
+    """The environment without the coverage map's settings (a test runs this file while the map
+    is built: its own pytest is not part of the map)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG", "MUTANTS_COVERAGE", "MUTANTS_TEST_ID")}
 
 
 def caught(name: str, before: bool = False) -> bool:
@@ -328,13 +354,616 @@ def caught(name: str, before: bool = False) -> bool:
         # failed session would otherwise keep its files on the RAM disk: tests/conftest.py)
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-n0", "-p", "no:cacheprovider",
                               "--basetemp", os.path.join(dest, ".pytest-files"), *tests.split()], cwd=dest,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=_plain_env())
     if run.returncode not in (0, 1):  # 0: passed (missed); 1: a test failed (caught)
         raise SystemExit(f"{name}: pytest could not run {tests} (exit {run.returncode}):\n{run.stdout[-2000:]}")
     return run.returncode == 1
 
 
+# =============================================================================================
+# Mechanical mutants: generated from the code itself, not chosen
+#
+#     .venv/bin/python tests/mutants.py --since 3d6a508 --sample 60   # lines changed since a commit
+#     .venv/bin/python tests/mutants.py --all --sample 40             # the whole code
+#     .venv/bin/python tests/mutants.py --since 3d6a508 --list        # the sample only, nothing run
+#
+# Every mutant of the candidate lines (the top-level *.py files' lines added or changed since
+# REV, or all of them) is listed in a fixed order; N of them are drawn with a seed taken from
+# the HEAD commit's id. Each runs on the tests that reach its line in a coverage map of the whole
+# suite with one context per test (the processes a test starts included), or on the whole suite
+# where the map has none. Results go to .mutants/report-*.json as they come, so that a run cut
+# short goes on where it stopped when started again.
+
+# mechanical mutants no test can tell from the right code: id (as the report prints it): the reason
+MECHANICAL_EQUIVALENT = {
+}
+
+MUTANTS_DIR = os.path.join(ROOT, ".mutants")
+SAFETY_TIMEOUT = 20 * 60  # seconds a mutant's tests may take before it is reported as "timeout"
+
+COMPARE_TO = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+              ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+ARITHMETIC_TO = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+                 ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.LShift: ast.RShift, ast.RShift: ast.LShift,
+                 ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd, ast.BitXor: ast.BitOr}
+TEXT = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
+        ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+        ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**", ast.LShift: "<<", ast.RShift: ">>",
+        ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.And: "and", ast.Or: "or"}
+KINDS = ("compare", "and-or", "not-dropped", "arithmetic", "int+1", "return-none", "call-dropped", "slice+1",
+         "slice-1")
+
+
+class Source:
+    """A file's text with ast positions (line, UTF-8 byte column) turned into character offsets."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.lines = text.splitlines(keepends=True)
+        self.starts = [0]
+        for line in self.lines:
+            self.starts.append(self.starts[-1] + len(line))
+
+    def offset(self, lineno: int, col: int) -> int:
+        line = self.lines[lineno - 1] if lineno <= len(self.lines) else ""
+        return self.starts[lineno - 1] + len(line.encode()[:col].decode(errors="replace"))
+
+    def span(self, node) -> tuple:
+        return self.offset(node.lineno, node.col_offset), self.offset(node.end_lineno, node.end_col_offset)
+
+    def line_of(self, offset: int) -> int:
+        import bisect
+        return bisect.bisect_right(self.starts, offset)
+
+
+def _token(src: Source, start: int, end: int, text: str):
+    """(start, end) of the operator `text` between two operands (only brackets, blanks and
+    comments besides it), or None where it is not there exactly once."""
+    between = src.text[start:end]
+    blanked = re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), between)
+    word = r"\s+".join(re.escape(w) for w in text.split())
+    pattern = rf"(?<![\w]){word}(?![\w])" if text[0].isalpha() else rf"(?<![<>=!*/%&|^]){word}(?![<>=*/])"
+    found = list(re.finditer(pattern, blanked))
+    if len(found) != 1:
+        return None
+    return start + found[0].start(), start + found[0].end()
+
+
+def _replace(parent, old, new) -> None:
+    """Put new in old's place among parent's fields."""
+    for field, value in ast.iter_fields(parent):
+        if value is old:
+            setattr(parent, field, new)
+            return
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if item is old:
+                    value[i] = new
+                    return
+    raise ValueError("node not found in its parent")
+
+
+def _mutations(src: Source, tree) -> list:
+    """Every mutation of a parsed file: dicts with kind, what, line (the mutated token's),
+    stmt_line (its statement's first line), node (index in ast.walk order), edits [(start, end,
+    text)] and change (what it does to the tree: used to check the edits)."""
+    nodes = list(ast.walk(tree))
+    parent = {}
+    for node in nodes:
+        for child in ast.iter_child_nodes(node):
+            parent[child] = node
+    index = {id(node): i for i, node in enumerate(nodes)}
+    skipped = set()
+    for node in nodes:
+        if isinstance(node, ast.JoinedStr):  # positions inside f-strings are not reliable before 3.12
+            skipped.update(id(n) for n in ast.walk(node))
+        for hint in (getattr(node, "annotation", None), getattr(node, "returns", None)):
+            if isinstance(hint, ast.AST):  # type hints: str | None is not arithmetic
+                skipped.update(id(n) for n in ast.walk(hint))
+
+    def at_call_time(node) -> bool:
+        """Whether node runs inside a function (not at import: a module's or class's own lines,
+        decorators, default values)."""
+        child, up = node, parent.get(node)
+        while up is not None:
+            if isinstance(up, (ast.FunctionDef, ast.AsyncFunctionDef)) and child in up.body:
+                return True
+            if isinstance(up, ast.Lambda) and child is up.body:
+                return True
+            child, up = up, parent.get(up)
+        return False
+
+    def statement_line(node) -> int:
+        while not isinstance(node, ast.stmt) and node in parent:
+            node = parent[node]
+        return getattr(node, "lineno", 1)
+
+    found = []
+
+    def add(node, kind, what, line, edits, change):
+        found.append(dict(kind=kind, what=what, line=line, stmt_line=statement_line(node), node=index[id(node)],
+                          edits=edits, change=change, call_time=at_call_time(node)))
+
+    def wrap(node) -> list:
+        start, end = src.span(node)
+        return [(start, start, "("), (end, end, ")")]
+
+    for node in nodes:
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for i, op in enumerate(node.ops):
+                new = COMPARE_TO.get(type(op))
+                where = new and _token(src, src.span(operands[i])[1], src.span(operands[i + 1])[0], TEXT[type(op)])
+                if where:
+                    add(node, "compare", f"{TEXT[type(op)]} -> {TEXT[new]}", src.line_of(where[0]),
+                        [(*where, TEXT[new])], lambda n, p, i=i, new=new: n.ops.__setitem__(i, new()))
+        elif isinstance(node, ast.BoolOp):
+            old, new = type(node.op), ast.Or if isinstance(node.op, ast.And) else ast.And
+            tokens = [_token(src, src.span(a)[1], src.span(b)[0], TEXT[old]) for a, b in zip(node.values, node.values[1:])]
+            if all(tokens):
+                edits = [(*t, TEXT[new]) for t in tokens] + wrap(node)
+                for value in node.values:
+                    if isinstance(value, ast.BoolOp):
+                        edits += wrap(value)
+                add(node, "and-or", f"{TEXT[old]} -> {TEXT[new]}", src.line_of(tokens[0][0]), edits,
+                    lambda n, p, new=new: setattr(n, "op", new()))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            start, end = src.span(node)
+            inner = src.span(node.operand)
+            add(node, "not-dropped", "not x -> x", src.line_of(start),
+                [(start, end, "(" + src.text[inner[0]:inner[1]] + ")")],
+                lambda n, p: _replace(p, n, n.operand))
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in ARITHMETIC_TO:
+            left, right = (node.left, node.right) if isinstance(node, ast.BinOp) else (node.target, node.value)
+            strings = (ast.JoinedStr,)
+            if any(isinstance(x, strings) or (isinstance(x, ast.Constant) and isinstance(x.value, (str, bytes)))
+                   for x in (left, right)):
+                continue  # string formatting and concatenation: a TypeError, not a plausible bug
+            old, new = type(node.op), ARITHMETIC_TO[type(node.op)]
+            text = TEXT[old] + ("=" if isinstance(node, ast.AugAssign) else "")
+            where = _token(src, src.span(left)[1], src.span(right)[0], text)
+            if where:
+                edits = [(*where, TEXT[new] + text[len(TEXT[old]):])]
+                if isinstance(node, ast.BinOp):  # ** and the bit operators bind unlike their swaps
+                    edits += wrap(node)
+                    for operand in (node.left, node.right):
+                        if not isinstance(operand, (ast.Name, ast.Constant, ast.Attribute, ast.Call, ast.Subscript)):
+                            edits += wrap(operand)
+                add(node, "arithmetic", f"{text} -> {TEXT[new] + text[len(TEXT[old]):]}", src.line_of(where[0]), edits,
+                    lambda n, p, new=new: setattr(n, "op", new()))
+        elif isinstance(node, ast.Constant) and type(node.value) is int:
+            start, end = src.span(node)
+            value = node.value + 1  # one mutant a constant (-1 is -(1): -2)
+            add(node, "int+1", f"{node.value} -> {value}", src.line_of(start), [(start, end, str(value))],
+                lambda n, p, value=value: setattr(n, "value", value))
+        elif isinstance(node, ast.Return) and node.value is not None and not (
+                isinstance(node.value, ast.Constant) and node.value.value is None):
+            start, end = src.span(node.value)
+            add(node, "return-none", "return x -> return None", node.lineno, [(start, end, "None")],
+                lambda n, p: setattr(n, "value", ast.Constant(value=None)))
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            start, end = src.span(node)
+            add(node, "call-dropped", "f(...) -> pass", node.lineno, [(start, end, "pass")],
+                lambda n, p: _replace(p, n, ast.Pass()))
+        elif isinstance(node, ast.Slice):
+            for field in ("lower", "upper"):
+                bound = getattr(node, field)
+                if bound is None or isinstance(bound, ast.Constant):
+                    continue  # constant bounds: the int+1 mutants already
+                start, end = src.span(bound)
+                for sign, kind, op in (("+", "slice+1", ast.Add), ("-", "slice-1", ast.Sub)):
+                    add(bound, kind, f"{field} bound {sign} 1", src.line_of(start),
+                        [(start, end, f"({src.text[start:end]}) {sign} 1")],
+                        lambda n, p, op=op: _replace(p, n, ast.BinOp(left=n, op=op(), right=ast.Constant(value=1))))
+    return found
+
+
+def _apply(text: str, edits: list) -> str:
+    for start, end, new in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def mutated_text(file_text: str, mutant: dict):
+    """The mutated file, or None where the edits do not make exactly the mutation (checked
+    against the tree changed directly) or the result does not compile."""
+    new_text = _apply(file_text, mutant["edits"])
+    try:
+        got = ast.parse(new_text)
+        compile(new_text, mutant["file"], "exec")
+    except (SyntaxError, ValueError):
+        return None
+    expected = ast.parse(file_text)
+    nodes = list(ast.walk(expected))
+    parents = {child: node for node in nodes for child in ast.iter_child_nodes(node)}
+    node = nodes[mutant["node"]]
+    mutant["change"](node, parents.get(node))
+    if ast.dump(got) != ast.dump(expected):
+        return None
+    return new_text
+
+
+def changed_lines(rev, files) -> dict:
+    """{file: set of line numbers} added or changed in the working tree since rev (git diff -U0)."""
+    diff = subprocess.run(["git", "diff", "-U0", "--no-color", "--no-ext-diff", rev, "--", *files], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    return lines_of_diff(diff)
+
+
+def lines_of_diff(diff: str) -> dict:
+    """{file: the new side's line numbers} of a git diff -U0."""
+    lines, current = {}, None
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            current = line[6:] if line.startswith("+++ b/") else None
+        elif line.startswith("@@") and current:
+            m = re.match(r"@@ -\S+ \+(\d+)(?:,(\d+))? @@", line)
+            first, count = int(m.group(1)), int(m.group(2) if m.group(2) is not None else 1)
+            lines.setdefault(current, set()).update(range(first, first + count))
+    return lines
+
+
+def code_files(root: str) -> list:
+    """The code mutated: the repository's top-level *.py files (the tests are not)."""
+    return sorted(f for f in os.listdir(root) if f.endswith(".py") and os.path.isfile(os.path.join(root, f)))
+
+
+def _stable_id(file: str, lines: list, mutant: dict, index: int) -> str:
+    """file:hash of the line's text[#n for its n-th copy in the file]:kind:index on the line;
+    the same after lines above it are added or removed."""
+    text = lines[mutant["line"] - 1].strip() if mutant["line"] <= len(lines) else ""
+    copy = sum(1 for line in lines[:mutant["line"] - 1] if line.strip() == text)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{file}:{digest}{f'#{copy}' if copy else ''}:{mutant['kind']}:{index}"
+
+
+def candidates(root: str, only_lines=None) -> list:
+    """Every mutant of the code files under root (of the lines in only_lines {file: lines}
+    where given), in a fixed order, each with its stable id and its line's text."""
+    out = []
+    for file in code_files(root):
+        if only_lines is not None and file not in only_lines:
+            continue
+        text = open(os.path.join(root, file), encoding="utf-8").read()
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        src = Source(text)
+        lines = text.splitlines()
+        found = [m for m in _mutations(src, tree) if only_lines is None or m["line"] in only_lines[file]]
+        found.sort(key=lambda m: (m["line"], KINDS.index(m["kind"]), min(e[0] for e in m["edits"])))
+        seen = {}
+        for m in found:
+            n = seen.get((m["line"], m["kind"]), 0)
+            seen[(m["line"], m["kind"])] = n + 1
+            m.update(file=file, id=_stable_id(file, lines, m, n), original=lines[m["line"] - 1])
+            out.append(m)
+    out.sort(key=lambda m: (m["file"], m["line"], KINDS.index(m["kind"]), m["id"]))
+    return out
+
+
+def draw(mutants: list, n: int, seed: int, root: str) -> list:
+    """n of the mutants that compile, drawn at random with seed: the list in a random order (a
+    uniform draw among those that compile), the first n that compile taken."""
+    order = list(mutants)
+    random.Random(seed).shuffle(order)
+    texts, chosen = {}, []
+    for m in order:
+        if len(chosen) == n:
+            break
+        if m["file"] not in texts:
+            texts[m["file"]] = open(os.path.join(root, m["file"]), encoding="utf-8").read()
+        new_text = mutated_text(texts[m["file"]], m)
+        if new_text is None:
+            continue
+        src, new = Source(texts[m["file"]]), new_text
+        first = min(src.line_of(e[0]) for e in m["edits"])
+        last = max(src.line_of(max(e[1] - 1, e[0])) for e in m["edits"])
+        head, tail = src.starts[first - 1], len(src.text) - src.starts[min(last, len(src.lines))]
+        m["original"] = src.text[head:len(src.text) - tail].rstrip("\n")
+        m["mutated"] = new[head:len(new) - tail].rstrip("\n")
+        chosen.append(m)
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# The coverage map: which tests reach each line
+
+def _git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def digest_of(root: str) -> str:
+    """What the map and the results depend on: every *.py file and pytest.ini in the snapshot."""
+    h = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if (f.endswith(".py") or f == "pytest.ini") and f != "mutants.py":
+                path = os.path.join(folder, f)
+                h.update(os.path.relpath(path, root).encode() + b"\0" + open(path, "rb").read() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _ensure_subprocess_measurement() -> None:
+    """Processes started by the tests measure themselves where COVERAGE_PROCESS_START is set:
+    coverage (7.10 on) installs a .pth file that calls coverage.process_startup(); with an
+    older one, this writes such a file into the virtual environment."""
+    import site
+    import sysconfig
+    places = {sysconfig.get_paths()["purelib"], *getattr(site, "getsitepackages", lambda: [])()}
+    for place in places:
+        for pth in glob.glob(os.path.join(place, "*.pth")):
+            if "process_startup" in open(pth, errors="replace").read():
+                return
+    target = sysconfig.get_paths()["purelib"]
+    with open(os.path.join(target, "mutants_coverage.pth"), "w") as f:
+        f.write('import os; exec("import coverage; coverage.process_startup()") '
+                'if os.environ.get("COVERAGE_PROCESS_START") else None\n')
+    print(f"wrote {target}/mutants_coverage.pth (coverage of the processes the tests start)")
+
+
+def build_coverage_map(snapshot: str, work: str, selection=("tests",)) -> dict:
+    """Run the whole suite once under coverage on a copy of snapshot, with one context per test
+    (tests/conftest.py switches it when MUTANTS_COVERAGE is set; the processes a test starts
+    inherit it through MUTANTS_TEST_ID), and read which tests reached each line."""
+    import coverage
+    _ensure_subprocess_measurement()
+    repo = os.path.join(work, "repo")
+    shutil.copytree(snapshot, repo)
+    data_dir, fixtures = os.path.join(work, "data"), os.path.join(work, "fixtures")
+    os.makedirs(data_dir)
+    os.makedirs(fixtures)
+    rc = os.path.join(work, "coveragerc")
+    patch = "patch = _exit\n" if hasattr(coverage.config.CoverageConfig(), "patch") else ""
+    with open(rc, "w") as f:
+        f.write(f"[run]\nparallel = True\ndata_file = {data_dir}/.coverage\ncontext = ${{MUTANTS_TEST_ID}}\n"
+                f"include =\n    {repo}/*.py\nomit =\n    {repo}/tests/*\n    {repo}/.venv/*\n{patch}"
+                "disable_warnings =\n    no-data-collected\n    module-not-measured\n    module-not-imported\n"
+                "    couldnt-parse\n    no-ctracer\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MUTANTS_TEST_ID", "COVERAGE_PROCESS_CONFIG")}
+    env.update(COVERAGE_PROCESS_START=rc, MUTANTS_COVERAGE=fixtures)
+    log = os.path.join(MUTANTS_DIR, "coverage-run.log")
+    started = time.monotonic()
+    with open(log, "w") as out:
+        code = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "--basetemp", os.path.join(work, "pytest-files"), *selection], cwd=repo, env=env,
+                              stdout=out, stderr=subprocess.STDOUT).returncode
+    seconds = time.monotonic() - started
+    tail = open(log, errors="replace").read()[-1500:]
+    print(tail.rstrip().splitlines()[-1] if tail.strip() else "(no output)")
+    if code != 0:
+        print(f"warning: the suite did not pass under coverage (exit {code}; {log}): the map is built "
+              "from what ran, and mutants of lines only failing tests reach are judged by them")
+    cov = coverage.Coverage(config_file=rc)
+    cov.combine(strict=False)
+    data = cov.get_data()
+    users = {}  # shared fixture context -> the tests that use the fixture
+    for path in glob.glob(os.path.join(fixtures, "fixtures-*.jsonl")):  # tests/conftest.py: [test, its fixtures]
+        for line in open(path):
+            test, keys = json.loads(line)
+            for key in keys:
+                users.setdefault(key, set()).add(test)
+    tests, sets, files = {}, {}, {}
+    for measured in data.measured_files():
+        rel = os.path.relpath(measured, repo)
+        if os.sep in rel or not rel.endswith(".py"):
+            continue
+        for line, contexts in (data.contexts_by_lineno(measured) or {}).items():
+            reached = set()
+            for context in contexts:
+                for part in context.split("|"):
+                    if part.startswith("fixture "):
+                        reached |= users.get(part, set())
+                    elif "::" in part:
+                        reached.add(part)
+            if reached:
+                ids = tuple(sorted(tests.setdefault(t, len(tests)) for t in reached))
+                files.setdefault(rel, {})[str(line)] = sets.setdefault(ids, len(sets))
+    return {"tests": sorted(tests, key=tests.get), "sets": [list(s) for s in sorted(sets, key=sets.get)],
+            "files": files, "suite_exit": code, "seconds": round(seconds)}
+
+
+def coverage_map(snapshot: str, digest: str, rebuild: bool, build: bool = True):
+    """The map of these files (digest): the one kept in .mutants/, or a new one (None where
+    build is False)."""
+    path = os.path.join(MUTANTS_DIR, "coverage-map.json")
+    if not rebuild and os.path.exists(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get("digest") == digest:
+            print(f"coverage map: {path} (built in {cached['seconds']} s for these files)")
+            return cached
+    if not build:
+        print("no coverage map of these files yet: the tests of each mutant are not shown")
+        return None
+    print("coverage map: running the whole suite once under coverage, one context per test (the first "
+          "time for these files; several times the suite's usual time: see docs/tests.md)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mutants-coverage-") as work:
+        built = build_coverage_map(snapshot, work)
+    built["digest"] = digest
+    _write_json(path, built)
+    print(f"coverage map: {len(built['tests'])} tests over {sum(len(v) for v in built['files'].values())} lines "
+          f"in {built['seconds']} s, kept in {path}", flush=True)
+    return built
+
+
+def tests_reaching(cmap: dict, mutant: dict) -> list:
+    """The node ids of the tests that reach the mutant's line or its statement's first line;
+    [] where the map has none, or where the line runs at import (a module's constants, default
+    values: any test may read them, and the map holds only the test that first imported the
+    module): then the whole suite runs."""
+    if not mutant["call_time"]:
+        return []
+    lines = cmap["files"].get(mutant["file"], {})
+    found = set()
+    for line in {mutant["line"], mutant["stmt_line"]}:
+        if str(line) in lines:
+            found.update(cmap["sets"][lines[str(line)]])
+    return [cmap["tests"][i] for i in sorted(found)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the mutants
+
+def _write_json(path: str, value) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def run_mutant(snapshot: str, mutant: dict, new_text: str, tests: list, timeout: float) -> dict:
+    """caught (a test failed: exit 1), survived (exit 0), timeout, or error (any other exit)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutant-") as dest:
+        repo = os.path.join(dest, "repo")
+        shutil.copytree(snapshot, repo)
+        with open(os.path.join(repo, mutant["file"]), "w", encoding="utf-8") as f:
+            f.write(new_text)
+        files = {t.split("::")[0] for t in tests}
+        spread = [] if len(tests) > 5 and len(files) > 1 else ["-n0"]  # one file or a few tests: no xdist
+        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *spread,
+                   "--basetemp", os.path.join(dest, "pytest-files"), *(tests or ["tests"])]
+        env = _plain_env()
+        log = os.path.join(dest, "log")
+        with open(log, "w") as out:
+            proc = subprocess.Popen(command, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                code = None
+        output = open(log, errors="replace").read()
+    if code == 2 and not spread and re.search(r"stopping after \d+ failures", output) \
+            and re.search(r"\b[1-9]\d* (failed|errors?)\b", "\n".join(output.strip().splitlines()[-3:])):
+        code = 1  # xdist with -x ends a session where a test failed (or its fixture) as interrupted: exit 2
+    status = {0: "survived", 1: "caught", None: "timeout"}.get(code, "error")
+    whole = "tests (the whole suite: " + ("the map has no test for this line)" if mutant["call_time"] else
+                                          "a line that runs at import)")
+    result = dict(status=status, exit=code, seconds=round(time.monotonic() - started, 1), tests=tests or [whole])
+    if status != "survived":
+        lines = [l for l in output.splitlines() if l.startswith(("FAILED", "ERROR"))]
+        result["output"] = "\n".join(lines[:3]) if status == "caught" and lines else output[-3000:]
+    return result
+
+
+def _print_mutant(m: dict, r: dict = None) -> None:
+    print(f"  {m['file']}:{m['line']}  {m['kind']} ({m['what']})  [{m['id']}]")
+    for label, text in (("-", m["original"]), ("+", m["mutated"])):
+        for line in text.splitlines():
+            print(f"    {label} {line}")
+    if r:
+        tests = r["tests"]
+        print(f"    reached by {len(tests)} test(s): " + ", ".join(tests[:6]) + (" ..." if len(tests) > 6 else ""))
+        if r["status"] in ("error", "timeout"):
+            print("    " + (r.get("output") or "").strip().replace("\n", "\n    ")[-1500:])
+
+
+def mechanical_parser():
+    import argparse
+    parser = argparse.ArgumentParser(prog="tests/mutants.py", description="mechanical mutants of the code")
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--since", metavar="REV", help="the lines of the top-level *.py files added or changed since REV")
+    scope.add_argument("--all", action="store_true", help="every line of the top-level *.py files")
+    parser.add_argument("--sample", type=int, default=60, metavar="N", help="how many mutants to draw (default 60)")
+    parser.add_argument("--seed-commit", default="HEAD", metavar="REV",
+                        help="the commit whose id seeds the draw (default HEAD): an earlier HEAD draws its sample again")
+    parser.add_argument("--list", action="store_true", help="print the sample and the tests of each, run nothing")
+    parser.add_argument("--rebuild-map", action="store_true", help="build the coverage map again")
+    parser.add_argument("--fresh", action="store_true", help="run every mutant again, not only those not done")
+    parser.add_argument("--timeout", type=float, default=SAFETY_TIMEOUT, metavar="SECONDS",
+                        help=f"a safety net: a mutant whose tests take longer is reported as timeout (default {SAFETY_TIMEOUT})")
+    return parser
+
+
+def mechanical(argv) -> int:
+    args = mechanical_parser().parse_args(argv)
+
+    seed_sha = _git("rev-parse", args.seed_commit)
+    seed = int(seed_sha[:16], 16)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "*.py")
+    if dirty:
+        print("note: files differ from HEAD; their working-tree text is what is mutated and tested:\n  "
+              + dirty.replace("\n", "\n  "))
+    started = time.monotonic()
+    snapshot_dir = tempfile.TemporaryDirectory(prefix="mutants-snapshot-")
+    snapshot = snapshot_dir.name
+    try:
+        copy_of_repository(snapshot)
+        files = code_files(snapshot)
+        if args.all:
+            only, scope_name = None, "all"
+        else:
+            rev = _git("rev-parse", args.since)
+            only, scope_name = changed_lines(rev, files), f"since-{rev[:12]}"
+        everything = candidates(snapshot, only)
+        sample = draw(everything, args.sample, seed, snapshot)
+        counts = {k: sum(1 for m in everything if m["kind"] == k) for k in KINDS}
+        print(f"{len(everything)} candidate mutants on {sum(len(v) for v in only.values()) if only else 'all'} lines "
+              f"of {len(only) if only is not None else len(files)} files ("
+              + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")")
+        print(f"seed {seed} (the first 16 hex digits of {args.seed_commit} = {seed_sha[:12]}); "
+              f"{len(sample)} drawn" + (f" (fewer than {args.sample}: that is all of them)" if len(sample) < args.sample else ""))
+        digest = digest_of(snapshot)
+        cmap = coverage_map(snapshot, digest, args.rebuild_map, build=not args.list)
+        report_path = os.path.join(MUTANTS_DIR, f"report-{seed_sha[:12]}-{scope_name}-{args.sample}.json")
+        report = {"seed_commit": seed_sha, "seed": seed, "scope": scope_name, "sample_size": args.sample,
+                  "digest": digest, "candidates": len(everything), "sample": [m["id"] for m in sample], "results": {}}
+        if os.path.exists(report_path) and not args.fresh:
+            earlier = json.load(open(report_path))
+            if all(earlier.get(k) == report[k] for k in ("digest", "sample", "seed")):
+                report["results"] = {k: v for k, v in earlier["results"].items() if v["status"] != "error"}
+                if report["results"]:
+                    print(f"{len(report['results'])} mutants done before, taken from {report_path} (--fresh runs them again)")
+        for i, m in enumerate(sample, 1):
+            tests = tests_reaching(cmap, m) if cmap else []
+            if args.list:
+                print(f"[{i}/{len(sample)}] {len(tests) or 'all'} tests")
+                _print_mutant(m)
+                continue
+            if m["id"] in MECHANICAL_EQUIVALENT:
+                report["results"][m["id"]] = dict(status="equivalent", reason=MECHANICAL_EQUIVALENT[m["id"]], tests=tests)
+            elif m["id"] not in report["results"]:
+                text = _apply(open(os.path.join(snapshot, m["file"]), encoding="utf-8").read(), m["edits"])
+                report["results"][m["id"]] = run_mutant(snapshot, m, text, tests, args.timeout)
+                report["results"][m["id"]].update(
+                    {k: m[k] for k in ("file", "line", "kind", "what", "original", "mutated")})
+                _write_json(report_path, report)
+            r = report["results"][m["id"]]
+            print(f"[{i}/{len(sample)}] {r['status']:10s} {m['file']}:{m['line']} {m['kind']} ({m['what']}) "
+                  f"on {len(tests) or 'all'} tests" + (f", {r['seconds']} s" if "seconds" in r else ""), flush=True)
+        if args.list:
+            return 0
+        _write_json(report_path, report)
+        results = [(m, report["results"][m["id"]]) for m in sample]
+        by = {s: [(m, r) for m, r in results if r["status"] == s]
+              for s in ("caught", "survived", "timeout", "error", "equivalent")}
+        for status in ("survived", "timeout", "error"):
+            if by[status]:
+                print(f"\n{status}:")
+                for m, r in by[status]:
+                    _print_mutant(m, r)
+        if by["equivalent"]:
+            print("\nargued equivalent (MECHANICAL_EQUIVALENT in tests/mutants.py), not counted:")
+            for m, r in by["equivalent"]:
+                print(f"  {m['file']}:{m['line']} {m['kind']} [{m['id']}]: {r['reason']}")
+        run = len(by["caught"]) + len(by["survived"]) + len(by["timeout"]) + len(by["error"])
+        print(f"\nscore: {len(by['caught'])} of {run} mutants caught ({len(by['survived'])} survived, "
+              f"{len(by['timeout'])} timed out, {len(by['error'])} errors; {len(by['equivalent'])} argued "
+              f"equivalent, not counted); seed {seed}; {round(time.monotonic() - started)} s; report in {report_path}")
+        return 0 if run == len(by["caught"]) else 1
+    finally:
+        snapshot_dir.cleanup()
+
+
 def main(argv) -> int:
+    if any(a.startswith("-") and a != "--before" for a in argv):
+        return mechanical(argv)  # --since, --all, ...: mutants generated from the code
     before = "--before" in argv
     names = [a for a in argv if a != "--before"] or [n for n in MUTANTS if not (before and n in NEW)]
     unknown = [n for n in names if n not in MUTANTS]
