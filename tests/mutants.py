@@ -911,7 +911,8 @@ def mechanical(argv) -> int:
               f"{len(sample)} drawn" + (f" (fewer than {args.sample}: that is all of them)" if len(sample) < args.sample else ""))
         digest = digest_of(snapshot)
         cmap = coverage_map(snapshot, digest, args.rebuild_map, build=not args.list)
-        report_path = os.path.join(MUTANTS_DIR, f"report-{seed_sha[:12]}-{scope_name}-{args.sample}.json")
+        # one report per sample and per state of the files: a rerun after tests were added keeps the first
+        report_path = os.path.join(MUTANTS_DIR, f"report-{seed_sha[:12]}-{scope_name}-{args.sample}-{digest[:8]}.json")
         report = {"seed_commit": seed_sha, "seed": seed, "scope": scope_name, "sample_size": args.sample,
                   "digest": digest, "candidates": len(everything), "sample": [m["id"] for m in sample], "results": {}}
         if os.path.exists(report_path) and not args.fresh:
