@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+HEAP_TOP = 256 * 2**20  # tests' tiny steps free and take again far less than this at the heap's top
 RAM_DISK_ROOM = 8 * 2**30  # the tests' files on a RAM disk only where this much is free (a session holds ~2 GB)
 
 
@@ -43,7 +44,10 @@ def _set_up_test_process():
         import torch
         torch.set_num_threads(1)
     import train
-    train.keep_freed_memory()  # as a sweep on the CPU does (train.tune_backends); tests also train without one
+    # as a sweep on the CPU does (train.tune_backends; tests also train without one), but handing
+    # back to the system what lies free above HEAP_TOP at the heap's top: a test process's peak
+    # (a fused group of 4) would otherwise stay resident while the rest of its file runs
+    train.keep_freed_memory(HEAP_TOP)
     if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
         train.cpu_has_native_bf16 = lambda: False
     _settle_imports()
