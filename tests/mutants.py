@@ -725,6 +725,7 @@ def build_coverage_map(snapshot: str, work: str, selection=("tests",)) -> dict:
                 "    couldnt-parse\n    no-ctracer\n")
     env = {k: v for k, v in os.environ.items() if k not in ("MUTANTS_TEST_ID", "COVERAGE_PROCESS_CONFIG")}
     env.update(COVERAGE_PROCESS_START=rc, MUTANTS_COVERAGE=fixtures)
+    os.makedirs(MUTANTS_DIR, exist_ok=True)  # a fresh clone has none
     log = os.path.join(MUTANTS_DIR, "coverage-run.log")
     started = time.monotonic()
     with open(log, "w") as out:
