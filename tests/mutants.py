@@ -43,6 +43,12 @@ GP = "tests/test_gpu_paths.py::"
 DI = "tests/test_disk.py::"
 OA = "tests/test_outputs_agree.py::"
 TL = "tests/test_tune_lr.py::"
+BT = "tests/test_behaviours_training.py::"
+BO = "tests/test_behaviours_outputs.py::"
+TF = "tests/test_temp_files.py::"
+NR = "tests/test_names_and_records.py::"
+TE = "tests/test_tool_edges.py::"
+DP = "tests/test_disk_and_plan.py::"
 
 # name: (file, the right line(s), the bug, the tests that must fail)
 MUTANTS = {
@@ -213,7 +219,7 @@ MUTANTS = {
                           GP + "test_split_kernels_make_each_fused_run_its_run_alone_exactly"),
     "slower-kernel-kept": ("fused.py", "return {name: min(FORMS, key=lambda form:",
                            "return {name: max(FORMS, key=lambda form:", GP + "test_kernels_are_chosen_by_the_timings"),
-    "out-of-memory-fails-the-group": ("sweep.py", "                if train.out_of_memory(err):",
+    "out-of-memory-fails-the-group": ("sweep.py", "                if train.out_of_memory(err) and len(left) > 1:",
                                       "                if False:",
                                       GP + "test_out_of_memory_splits_the_group_and_every_run_completes"),
     "slowest-k": ("sweep.py", "best = max(timed, key=lambda k: (timed[k], -k))",
@@ -246,7 +252,7 @@ MUTANTS = {
     "old-evaluation-kept": ("sweep.py", "        forget_evaluations(out, experiment, stem)", "        pass",
                             OA + "test_a_retrained_model_never_shows_its_old_evaluation"),
     "tie-called-a-lead": ("report.py", "TIE = 0.005 ", "TIE = 0.0 ", OA + "test_report_words_a_tie_as_a_tie"),
-    "impossible-record-read": ("results.py", "    return _impossible(run, name)", "    return None",
+    "impossible-record-read": ("results.py", "    return problem or _impossible(run, name)", "    return problem",
                                "tests/test_edge_input.py::test_records_that_cannot_be_true_are_refused_in_one_sentence"),
     "rate-chosen-on-test": ("stats.py", 'val, test = describe([r["best_val_acc"] for r in done]), describe([r["test_acc"] for r in done])',
                             'val, test = describe([r["test_acc"] for r in done]), describe([r["best_val_acc"] for r in done])',
@@ -261,6 +267,82 @@ MUTANTS = {
                                     TL + "test_records_hold_the_resolved_device_and_precision"),
     "fixed-is-chosen": ("stats.py", 't["own_lr"] if which == "own" or', 't["own_lr"] if which == "never" or',
                         TL + "test_a_ranking_that_tuning_changes_is_shown_both_ways"),
+    # -- issue 27's ten behaviours (each test written from the docs, then shown to fail on its mutant) ----
+    "precision-of-device-0": ("train.py", "capability = torch.cuda.get_device_capability(device) if",
+                              "capability = torch.cuda.get_device_capability() if",
+                              BT + "test_auto_precision_reads_the_capability_of_the_device_passed"),
+    "scaler-of-member-0-saved": ("train.py", '"scaler": self.scalers[k].state_dict(),',
+                                 '"scaler": self.scalers[0].state_dict(),',
+                                 BT + "test_fp16_members_keep_their_own_loss_scales_through_a_member_leaving_and_a_resume"),
+    "finished-member-recorded-again": ("sweep.py", 'left = [j for j in part if statuses[chosen[j]] == "skipped"]',
+                                       "left = list(part)",
+                                       BT + "test_an_error_after_a_member_diverged_leaves_its_record_as_it_was"),
+    "cpu-oom-not-split": ("train.py", "\"out of memory\", \"can't allocate memory\", \"CUBLAS_STATUS_ALLOC_FAILED\",",
+                          '"out of memory", "CUBLAS_STATUS_ALLOC_FAILED",',
+                          BT + "test_the_cpu_allocators_out_of_memory_error_splits_the_group"),
+    "replan-keeps-old-config": ("results.py", "planned.update(configs)", "planned = {**configs, **planned}",
+                                BT + "test_a_run_planned_again_with_another_config_is_unfinished_until_retrained"),
+    "report-evaluation-by-setting-name": ("report.py", 'current.get((data.get("name"), data.get("seed")))',
+                                          'current.get((run, data.get("seed")))',
+                                          BO + "test_evaluations_of_seeded_runs_and_of_a_best_checkpoint_are_shown_in_the_report"),
+    "save-leaves-stale-best": ("sweep.py", '(("last", last_path), ("best", best_path)):', '(("last", last_path),):',
+                               BO + "test_save_over_an_earlier_training_leaves_no_stale_best_file"),
+    "bottom-edge-not-flagged": ("stats.py", 'chosen in (rates[0]["lr"],', 'chosen in (rates[-1]["lr"],',
+                                BO + "test_a_rate_chosen_at_either_end_of_the_grid_is_flagged_as_at_the_edge"),
+    "tuned-rate-of-another-optimizer": ("main_consolidated.py", 'tuned_rates[ablation] = (row["lr"], optimizer)',
+                                        'tuned_rates[ablation] = (row["lr"], chosen["optimizer"])',
+                                        BO + "test_from_results_takes_no_tuned_rate_from_a_sweep_of_another_optimizer"),
+    "disk-check-on-the-high-estimate": ("sweep.py", 'if needs["low"] > free and not args.no_disk_check:',
+                                        'if needs["high"] > free and not args.no_disk_check:',
+                                        BO + "test_free_space_between_the_least_and_the_most_a_sweep_writes_warns_and_trains"),
+    # -- issue 28's defects ----------------------------------------------------------------------
+    "temp-name-prefix-match": ("storage.py", "match = TEMPORARY_NAME.fullmatch(name)", "match = TEMPORARY_NAME.match(name)",
+                               TF + "test_a_rerun_removes_its_own_runs_temporary_files_and_nothing_else"),
+    "merged-temp-not-cleaned": ("results.py", "return [results_path(out, experiment), csv_path", "return [csv_path",
+                                TF + "test_sigkill_inside_a_write_leaves_a_temporary_file_that_the_rerun_removes"),
+    "rates-that-print-alike": ("sweep.py", "        if len(set(shown)) < len(shown):", "        if False:",
+                               NR + "test_rates_that_print_alike_are_refused_before_the_data_loads"),
+    "repeated-run-accepted": ("sweep.py", "    if repeated:", "    if False:",
+                              NR + "test_a_plan_that_names_two_runs_alike_is_refused"),
+    "damaged-tune-read": ("results.py", "        if not ok(tune.get(key)):", "        if False:",
+                          NR + "test_a_damaged_tuned_record_is_refused_in_one_sentence"),
+    "best-epoch-past-the-end": ("results.py", "    if best is not None and done is not None and best > done:",
+                                "    if best is not None and done is not None and best > done + 1:",
+                                NR + "test_a_damaged_tuned_record_is_refused_in_one_sentence"),
+    "one-class-accepted": ("data.py", "if len(present) < 2:", "if len(present) < 1:",
+                           TE + "test_an_idx_dataset_of_one_class_is_refused_before_training"),
+    "bench-image-size-uncapped": ("bench.py", "type=image_size, default=227", "type=positive_int, default=227",
+                                  TE + "test_bench_caps_the_image_size_as_the_training_scripts_do"),
+    "plotting-reads-others-json": ("plotting.py", "names = [name for name in found if name not in others]",
+                                   "names = found", TE + "test_plotting_skips_and_names_json_files_no_sweep_wrote"),
+    "deleted-last-blamed-on-save-best": ("evaluate.py", 'if save == ("last" if best else "best"):',
+                                         'if save in ("both", "last" if best else "best"):',
+                                         TE + "test_a_deleted_last_checkpoint_is_not_blamed_on_save_best"),
+    "resume-counted-after-last-epoch": ("sweep.py", 'return (start // every + 1) * every < config["epochs"]',
+                                        'return (start // every + 1) * every <= config["epochs"]',
+                                        DP + "test_the_estimate_counts_a_resume_file_only_where_a_run_has_an_epoch_after_which_one_is_due"),
+    "forget-pending-drops-own": ("results.py", "if key not in keep and not finished(", "if key in keep and not finished(",
+                                 DP + "test_a_narrowed_sweep_names_what_its_plan_still_holds_and_forget_pending_drops_it"),
+    "presence-not-shared": ("storage.py", "fcntl.flock(self.file, fcntl.LOCK_SH)", "fcntl.flock(self.file, fcntl.LOCK_UN)",
+                            DP + "test_forget_pending_drops_nothing_while_another_sweep_of_the_experiment_is_under_way"),
+    # -- issue 29's CUDA paths, pinned on CPU ---------------------------------------------------------
+    "oom-halves-dropped": ("sweep.py", "                for half in halves:\n                    train_part(half)",
+                             "                for half in halves:\n                    pass",
+                             GP + "test_the_failed_group_is_freed_before_either_half_is_built"),
+    "leaving-group-kept": ("train.py", "        self.model = self.params = self.optimizers = None\n",
+                           "        pass\n", GP + "test_a_group_a_member_leaves_is_freed_before_the_smaller_group_is_built"),
+    "fused-adagrad-trusted": ("optimizers.py", "            cls([trial], lr=1e-3, fused=True, **extra).step()",
+                              "            cls([trial], lr=1e-3, fused=True, **extra)",
+                              "tests/test_optimizers.py::test_an_optimizer_without_a_fused_kernel_for_the_device_takes_the_plain_one"),
+    "ddp-dropout-own-rows": ("fused.py", "return mask if rows is None else mask[rows[0]::rows[1]]",
+                             "return mask if rows is None else mask[:part.shape[0]]",
+                             "tests/test_distributed.py::test_each_process_of_a_data_parallel_batch_draws_the_single_process_dropout_masks"),
+    "spread-waits-at-a-barrier": ("sweep.py", '        wait_for_ranks("recorded", world)', "        dist.barrier()",
+                                  "tests/test_distributed.py::test_spread_ranks_with_uneven_shares_outwait_any_barrier_timeout"),
+    "emulated-precision-kept": ("evaluate.py", "    if recorded == \"auto\" or recorded in native:", "    if True:",
+                                GP + "test_evaluate_uses_the_recorded_precision_only_where_the_device_has_it"),
+    "gpu-check-tiny-limited": ("gpu_check.py", "limit = None if args.tiny else LIMITS[name]", "limit = LIMITS[name]",
+                               "tests/test_gpu_check.py::test_the_tiny_check_sets_no_time_limit"),
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
        "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0",
@@ -268,6 +350,8 @@ NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-i
        "plan-ignored", "partial-accepted", "plan-of-my-shard-only", "stale-evaluation-shown", "old-evaluation-kept",
        "tie-called-a-lead", "impossible-record-read", "rate-chosen-on-test", "rate-tie-to-larger", "tuning-ignored",
        "fixed-is-chosen", "plan-before-device-resolved")
+ISSUES_27_TO_29 = ("precision-of-device-0", "scaler-of-member-0-saved", "finished-member-recorded-again", "cpu-oom-not-split", "replan-keeps-old-config", "report-evaluation-by-setting-name", "save-leaves-stale-best", "bottom-edge-not-flagged", "tuned-rate-of-another-optimizer", "disk-check-on-the-high-estimate", "temp-name-prefix-match", "merged-temp-not-cleaned", "rates-that-print-alike", "repeated-run-accepted", "damaged-tune-read", "best-epoch-past-the-end", "one-class-accepted", "bench-image-size-uncapped", "plotting-reads-others-json", "deleted-last-blamed-on-save-best", "resume-counted-after-last-epoch", "forget-pending-drops-own", "presence-not-shared", "oom-halves-dropped", "leaving-group-kept", "fused-adagrad-trusted", "ddp-dropout-own-rows", "spread-waits-at-a-barrier", "emulated-precision-kept", "gpu-check-tiny-limited")
+NEW += ISSUES_27_TO_29  # --before: all of it is code or tests of issues 27 to 29
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {

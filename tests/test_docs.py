@@ -35,6 +35,11 @@ RUN_BY = {
     "-m pytest -q tests": [".ci/run"],
     '-m pytest -q -m "not slow" tests': [".ci/run"],  # a subset of the whole suite .ci/run runs
     "tests/mutants.py": ["tests/test_docs.py::test_the_mutation_check_runs"],
+    "tests/peak_memory.py": ["tests/test_peak_memory.py::test_it_runs_pytest_and_states_the_peaks"],
+    "tests/mutants.py --since 3d6a508 --sample 60":
+        ["tests/test_mutants_tool.py::test_the_command_draws_a_sample_and_runs_nothing_with_list"],
+    "tests/mutants.py --all --sample 40":
+        ["tests/test_mutants_tool.py::test_the_command_draws_a_sample_and_runs_nothing_with_list"],
     "main_learning_rate.py": ["tests/test_cli.py::test_default_values_give_the_documented_runs",
                               E2E + "test_learning_rate_end_to_end"],
     "main_optimizer.py": DEFAULT_SWEEP,
@@ -298,11 +303,14 @@ def test_every_documented_command_is_valid(key, tmp_path, monkeypatch):
         return
     assert os.path.exists(os.path.join(ROOT, script)), f"{key}: {script} does not exist"
     args = concrete(args, tmp_path)
-    if script == "tests/mutants.py":  # not argparse: mutant names and --before
+    if script == "tests/mutants.py":  # mutant names and --before, or the mechanical mode's flags
         import sys
         sys.path.insert(0, os.path.join(ROOT, "tests"))
         mutants = importlib.import_module("mutants")
-        assert all(a == "--before" or a in mutants.MUTANTS for a in args), key
+        if any(a.startswith("-") and a != "--before" for a in args):
+            mutants.mechanical_parser().parse_args(args)
+        else:
+            assert all(a == "--before" or a in mutants.MUTANTS for a in args), key
         return
     if script in TRAINING and "--evaluate" not in args:
         import sweep
