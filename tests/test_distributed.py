@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import ROOT, TORCHRUN, interrupt_second_epoch, load_results, run_script
+from conftest import HANG, ROOT, TORCHRUN, interrupt_second_epoch, load_results, run_script
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
@@ -29,7 +29,7 @@ def argv(data_dir, out):
 def run(cmd, log):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=300, env=env)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=HANG, env=env)
     text = open(log).read()
     assert proc.returncode == 0, text
     return text
@@ -121,7 +121,7 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
             "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"), "--strategy", "ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240, env=env)  # a hang would hit the timeout and fail the test
+                          timeout=HANG, env=env)  # a hang would hit the timeout and fail the test
     assert proc.returncode != 0
     assert "out of memory, say" in proc.stdout + proc.stderr
 
@@ -152,7 +152,7 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
             "--strategy", "spread"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240, env=env)
+                          timeout=HANG, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = load_results(tmp_path / "out", "learning_rate")["runs"]
     assert sorted(r["status"] for r in runs) == ["completed"] * 2

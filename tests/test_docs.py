@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from conftest import run_script
+from conftest import HANG, run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -370,7 +370,7 @@ def test_the_mutation_check_runs():
     import subprocess
     import sys
     proc = subprocess.run([sys.executable, os.path.join("tests", "mutants.py"), "quick-preset"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "quick-preset" in proc.stdout and "caught" in proc.stdout and "score: 1 of 1" in proc.stdout
 

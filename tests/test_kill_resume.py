@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, child_env, load_results, paused_command, run_script, tiny_argv, wait_for
+from conftest import HANG, ROOT, child_env, load_results, paused_command, run_script, tiny_argv, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")]
 
@@ -33,7 +33,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(mnist_dir, tmp_path):
     try:
         wait_for(paused, proc)  # epoch 1 is saved; the process waits inside its second epoch's start
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -70,7 +70,7 @@ def test_a_fused_group_killed_resumes_exactly_with_another_k(mnist_dir, tmp_path
     try:
         wait_for(paused, proc)  # the group of 3 saved epoch 1 of each run, then waits
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from conftest import (ROOT, child_env, load_results, one_batch, paused_command, run_script, tiny_argv, wait_for,
-                      whole_and_cut_lr_run, write_image_folder, write_idx, write_mnist_like)
+from conftest import (HANG, ROOT, child_env, load_results, one_batch, paused_command, run_script, tiny_argv,
+                      wait_for, whole_and_cut_lr_run, write_image_folder, write_idx, write_mnist_like)
 
 
 def temporary_files(folder):
@@ -130,7 +130,7 @@ def test_sigterm_ends_with_143_and_one_line_and_the_rerun_resumes(mnist_dir, tmp
     try:
         wait_for(paused, proc)  # epoch 1 saved; a scheduler's SIGTERM arrives in the middle of the run
         proc.send_signal(signal.SIGTERM)
-        stdout, err = proc.communicate(timeout=60)
+        stdout, err = proc.communicate(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -407,7 +407,7 @@ sys.exit(main_activation.main(sys.argv[1:]))
     # Ctrl-C reaches the child as a shell's foreground job gets it, even where this suite runs
     # with SIGINT ignored (a background job of a script), which a child would inherit
     proc = subprocess.run([sys.executable, str(wrapper), "--values", "relu", *tiny_argv(mnist_dir, out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120,
+                          capture_output=True, text=True, timeout=HANG,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = proc.stderr
     # -SIGINT: Python ends itself with SIGINT after an interrupt outside main(), 130 in a shell

@@ -12,7 +12,7 @@ import torch
 
 import results
 
-from conftest import ROOT, TORCHRUN, load_results, run_script, tiny_argv, wait_for
+from conftest import HANG, ROOT, TORCHRUN, load_results, run_script, tiny_argv, wait_for
 
 VALUES = ["1e-4", "3e-4", "1e-3", "3e-3"]
 NAMES = {"lr_0.0001", "lr_0.0003", "lr_0.001", "lr_0.003"}
@@ -44,7 +44,7 @@ def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
         wait_for(out / "results" / ".learning_rate.planned.json", proc, seconds=300)
         code, stdout, err = run_script("main_learning_rate", ["--values", *VALUES[2:], *tiny_argv(mnist_dir, out)])
     finally:
-        child = proc.wait(timeout=300)
+        child = proc.wait(timeout=HANG)
     assert [child, code] == [0, 0], [(tmp_path / "p0.log").read_text(), stdout + err]
     runs = by_name(out)
     assert set(runs) == NAMES and all(r["status"] == "completed" for r in runs.values())
@@ -118,7 +118,7 @@ def test_torchrun_spreads_the_runs_two_per_rank_and_each_rank_fuses_its_share(mn
     multi = tmp_path / "multi"
     assert [step["code"] for step in sharded] == [0, 0], [step["err"] for step in sharded]
     proc = subprocess.run([*TORCHRUN, *command(mnist_dir, multi, VALUES, ["--fuse", "2", "--kernels", "split"])[1:]],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env())
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG, env=env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "runs spread over them" in proc.stdout
     one, two = sharded[-1]["runs"], by_name(multi)
@@ -158,7 +158,7 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
     out = tmp_path / "out"
     argv = command(mnist_dir, out, VALUES)[2:]
     proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env())
+                          timeout=HANG, env=env())
     assert proc.returncode != 0
     records = out / "results" / "learning_rate"
     before = {p.name: p.read_text() for p in records.iterdir()}
@@ -166,7 +166,7 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
     assert len(rank1_first) == 1  # rank 1 recorded its first run before it died
 
     proc = subprocess.run([*TORCHRUN, *command(mnist_dir, out, VALUES)[1:]], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=env())
+                          text=True, timeout=HANG, env=env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = by_name(out)
     assert set(runs) == NAMES and all(r["status"] == "completed" for r in runs.values())

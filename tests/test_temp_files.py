@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, child_env, load_results, one_batch, run_script, tiny_argv, wait_for
+from conftest import HANG, ROOT, child_env, load_results, one_batch, run_script, tiny_argv, wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -93,7 +93,7 @@ def test_sigkill_inside_a_write_leaves_a_temporary_file_that_the_rerun_removes(m
     try:
         wait_for(marker, proc)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -130,7 +130,7 @@ def test_a_live_writers_temporary_files_are_left_alone(mnist_dir, tmp_path):
         assert temporary_files(out) == sorted([live, elsewhere])
         assert proc.poll() is None  # still writing
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import data
-from conftest import md5, run_script, tiny_argv, write_cifar, write_idx, write_mnist_like
+from conftest import HANG, md5, run_script, tiny_argv, write_cifar, write_idx, write_mnist_like
 
 
 def one_line(text):
@@ -282,7 +282,7 @@ sys.meta_path.insert(0, CtrlC())
 """)
     shell = 'python="$1"; shift; "$python" "$@"; echo "exit $?"'
     proc = subprocess.run(["sh", "-c", shell, "sh", sys.executable, f"{script}.py", "--out", str(tmp_path / "out")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=child_env(PYTHONPATH=str(tmp_path)),
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG, env=child_env(PYTHONPATH=str(tmp_path)),
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert one_line(proc.stderr) == "interrupted before any work began; nothing was written"
     assert proc.stdout == "exit 130\n" and not (tmp_path / "out").exists()
