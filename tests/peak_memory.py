@@ -10,6 +10,7 @@ once per process, and PSS, which shares them out and so adds up to what the mach
 Files on a RAM disk (/dev/shm) are memory too, and are added to both. Not a test: sampling
 can miss a peak shorter than half a second, so the figure is a floor, stated as measured.
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -61,7 +62,11 @@ def ram_disk_bytes(before: set) -> int:
 
 
 def main(argv) -> int:
-    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else ["tests"]
+    parser = argparse.ArgumentParser(prog="tests/peak_memory.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                        help="pytest's arguments, after -- (default: tests, the README's test command)")
+    args = parser.parse_args(argv)
+    pytest_args = [a for a in args.pytest_args if a != "--"] or ["tests"]
     before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], cwd=ROOT)
     peak = {"rss": 0, "pss": 0, "ram_disk": 0, "rss_all": 0, "pss_all": 0, "largest_process_rss": 0}
