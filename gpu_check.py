@@ -1,23 +1,43 @@
-"""One prepared GPU check: measures, in under 8 minutes on one GPU, every figure the
-README states about GPUs, and writes them where the README quotes them from.
+"""One prepared GPU check: runs, on one GPU (two for one step), every path that only a GPU can
+show, measures every figure the docs state about GPUs, and writes them where the docs quote them
+from.
 
     python gpu_check.py --data-dir /usr/share/datasets/fashion-mnist
     python gpu_check.py --tiny --device cpu --data-dir DIR   # the same steps at a tiny size (the test)
 
-1. bench.py's step mode for K = 1, 2, 4, ... up to 16 or the first K that runs out of
-   memory: images/s, TFLOPS, share of peak, and the kernel form each layer chose;
-2. one whole sweep at paper scale (main_activation.py: 5 runs, 25 epochs, 9,000 / 1,000
-   Fashion-MNIST images at 227 px) with --fuse auto: the K it chose with the table it
-   timed, its wall time and its all-in training images/s.
+Each step is its own process (so each starts with the whole device memory) under its own time
+limit (LIMITS, seconds; none with --tiny), and is recorded with its exit code and figures:
 
-Writes results/gpu_check.json (under --out): the device, its capability, torch and
-cuDNN, the commit, each command with its figures. Both steps run as their own
-processes, so each starts with the whole device memory.
+1. bench: bench.py's step mode for K = 1, 2, 4, ... up to 16 or the first K that runs out of
+   memory: images/s, TFLOPS, share of peak, and the kernel form each layer chose;
+2. sweep: main_activation.py at paper scale (5 runs, 25 epochs, 9,000 / 1,000 Fashion-MNIST
+   images at 227 px) with --fuse auto: the K it chose with the table it timed, its wall time and
+   all-in training images/s. On a slow GPU it trains fewer epochs: as many as bench's K = 1 rate
+   trains in SWEEP_TRAINING_S seconds (recorded);
+3. out_of_memory: 16 runs forced into one group at a batch where the estimate (sweep.run_bytes)
+   of each is a quarter of the device: the sweep must split the group ("going on as") and
+   finish every run. CUDA only;
+4. largest_k: runs fused at the largest K bench timed, each evaluating 1,024 validation and
+   1,024 test images;
+5. spread: torchrun on 2 GPUs, --strategy spread, 3 runs one at a time: one GPU trains two runs
+   while the other, done after one, waits for it. Only where 2 or more GPUs are visible;
+6. adagrad: main_optimizer.py --values adagrad (torch accepts fused Adagrad for CUDA parameters
+   and fails at its first step);
+7. compile: one run of main_dropout.py at p 0.5 with --compile, two epochs (it recompiles
+   after evaluation); on a CPU with torch.compile's eager backend (inductor compiles C++ there
+   for minutes).
+
+Steps 3, 4, 6 and 7 train a few batches (--tiny: a few images at 67 px): their outcome is the
+point, not their figures.
+
+Writes results/gpu_check.json (under --out): the device, its capability, torch and cuDNN, the
+commit, each step's command, exit code, seconds, limit and figures, or why it was skipped.
 """
 import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +45,10 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+LIMITS = {"bench": 240, "sweep": 420, "out_of_memory": 300, "largest_k": 240, "spread": 420, "adagrad": 180,
+          "compile": 420}  # seconds per step: 37 minutes in all at most
+SWEEP_TRAINING_S = 120  # the paper-scale sweep trains at most this long at bench's K = 1 rate
+PAPER_EPOCHS, PAPER_IMAGES, PAPER_RUNS = 25, 9000, 5
 
 
 def run(command: list, timeout: float | None) -> tuple:
@@ -33,8 +57,9 @@ def run(command: list, timeout: float | None) -> tuple:
     code negative); None waits as long as it takes (--tiny: a loaded machine must not fail it)."""
     print("$ " + " ".join(command), flush=True)
     start = time.perf_counter()
+    # its own process group, so that the limit ends torchrun's workers too
     proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)
     lines = []
 
     def echo():  # in a thread: reading the output to its end would block past the time limit
@@ -47,9 +72,12 @@ def run(command: list, timeout: float | None) -> tuple:
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         print(f"  (stopped after {timeout:.0f} s)", flush=True)
+    except BaseException:  # Ctrl-C reaches only this process: end the step's too
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     reader.join()
     return proc.returncode, time.perf_counter() - start, "".join(lines)
 
@@ -72,8 +100,40 @@ def device_facts(device_name: str) -> dict:
         facts.update(name=torch.cuda.get_device_name(device),
                      capability=".".join(map(str, torch.cuda.get_device_capability(device))),
                      memory_gib=round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1),
-                     cudnn=torch.backends.cudnn.version())
+                     cudnn=torch.backends.cudnn.version(), gpus=torch.cuda.device_count())
     return facts
+
+
+def out_of_memory_batch(memory_bytes: float, image_size: int = 227) -> int:
+    """The training batch at which one run's estimated memory (sweep.run_bytes, an upper bound)
+    is a quarter of the device's: one run fits, 16 fused need 4 times the device."""
+    import sweep
+    fixed = sweep.run_bytes({"image_size": image_size, "batch_size": 0})
+    per_image = sweep.run_bytes({"image_size": image_size, "batch_size": 1}) - fixed
+    return max(16, int((memory_bytes / 4 - fixed) / per_image))
+
+
+def paper_epochs(bench_figures: dict | None) -> tuple:
+    """(epochs of the paper-scale sweep, why): the study's 25, or as many as bench's K = 1
+    rate trains in SWEEP_TRAINING_S seconds on a slower device (at least 1)."""
+    rows = [row for row in (bench_figures or {}).get("ours", []) if row["fuse"] == 1 and row.get("images_per_s")]
+    if not rows:
+        return 5, "bench gave no K = 1 rate: 5 epochs"
+    rate = rows[0]["images_per_s"]
+    fit = int(SWEEP_TRAINING_S * rate / (PAPER_RUNS * PAPER_IMAGES))
+    if fit >= PAPER_EPOCHS:
+        return PAPER_EPOCHS, "the study's"
+    return max(1, fit), (f"bench's K = 1 rate, {rate:.0f} images/s, trains {max(1, fit)} epochs of the sweep in "
+                         f"{SWEEP_TRAINING_S} s")
+
+
+def runs_of(out: str, experiment: str) -> list:
+    with open(os.path.join(out, "results", f"{experiment}.json")) as f:
+        return json.load(f)["runs"]
+
+
+def group_sizes(runs: list) -> list:
+    return sorted(len(r["fused_with"]) + 1 for r in runs)
 
 
 def main(argv=None) -> int:
@@ -104,45 +164,163 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     facts = device_facts(args.device)
+    cuda = facts["device"].startswith("cuda")
     print(f"gpu_check on {facts.get('name', facts['device'])}, torch {facts['torch']}, "
           f"--precision auto = {facts['precision_auto']}", flush=True)
     result = {**facts, "commit": commit(), "tiny": args.tiny, "steps": {}}
+    steps = result["steps"]
+
+    def step(name: str, command: list, shown: list | None = None) -> tuple:
+        """Run one step under its limit; (exit code, seconds, output), its record begun in steps."""
+        limit = None if args.tiny else LIMITS[name]
+        code, seconds, printed = run(command, timeout=limit)
+        steps[name] = {"command": "python " + " ".join(shown or command), "exit": code,
+                       "seconds": round(seconds, 1), "limit_s": limit}
+        return code, seconds, printed
+
+    def check(name: str, problem: str | None) -> None:
+        if problem and steps[name]["exit"] == 0:
+            steps[name]["problem"] = problem
+
     with tempfile.TemporaryDirectory() as scratch:
+        def sweep_command(script: str, name: str, *flags) -> list:
+            return [script, "--dataset", "fashion-mnist", "--data-dir", args.data_dir, "--device", args.device,
+                    *flags, "--out", os.path.join(scratch, name)]
+        # a run of a few batches: what the GPU-only steps need, not figures
+        small = (["--image-size", "67", "--train-size", "16", "--batch-size", "16", "--val-size", "16",
+                  "--test-size", "16", "--epochs", "1"] if args.tiny else
+                 ["--train-size", "1024", "--val-size", "512", "--test-size", "512", "--epochs", "2"])
+
+        # 1. bench
         bench_json = os.path.join(scratch, "bench.json")
+        # --tiny: grouped kernels (timing each layer's two forms costs 20 s of CPU; tests/test_fusion.py does)
         size = ["--image-size", "67", "--steps", "1", "--rounds", "1", "--warmup", "0", "--images", "64",
-                "--batch-size", "16"] \
-            if args.tiny else ["--steps", "10", "--rounds", "3"]
+                "--batch-size", "16", "--kernels", "grouped"] if args.tiny else ["--steps", "10", "--rounds", "3"]
         fuse = ["1", "2"] if args.tiny else ["1", "2", "4", "8", "16"]
         command = ["bench.py", "--device", args.device, *size, "--fuse", *fuse, "--json", bench_json]
-        code, seconds, _ = run(command, timeout=None if args.tiny else 240)
-        result["steps"]["bench"] = {"command": "python " + " ".join(command[:-2]), "exit": code,
-                                    "seconds": round(seconds, 1),
-                                    "figures": json.load(open(bench_json)) if code == 0 else None}
+        code, _, _ = step("bench", command, command[:-2])
+        figures = json.load(open(bench_json)) if code == 0 else None
+        steps["bench"]["figures"] = figures
 
-        out = os.path.join(scratch, "sweep")
-        scale = ["--image-size", "67", "--train-size", "32", "--val-size", "16", "--test-size", "16", "--epochs", "1",
+        # 2. the paper-scale sweep, fewer epochs on a slow device
+        epochs, why = (1, "--tiny") if args.tiny else paper_epochs(figures)
+        scale = ["--image-size", "67", "--train-size", "32", "--val-size", "16", "--test-size", "16",
                  "--values", "relu", "tanh"] if args.tiny else []
-        command = ["main_activation.py", "--dataset", "fashion-mnist", "--data-dir", args.data_dir, "--device",
-                   args.device, "--fuse", "auto", *scale, "--out", out]
-        code, seconds, printed = run(command, timeout=None if args.tiny else 420)
-        sweep = {"command": "python " + " ".join(command[:-2]), "exit": code, "wall_seconds": round(seconds, 1)}
+        command = sweep_command("main_activation.py", "sweep", "--fuse", "auto", *scale, "--epochs", str(epochs))
+        code, seconds, printed = step("sweep", command, command[:-2])
+        sweep = steps["sweep"]
+        sweep.update(wall_seconds=sweep.pop("seconds"), epochs=epochs, epochs_why=why)
         if code == 0:
-            runs = json.load(open(os.path.join(out, "results", "activation.json")))["runs"]
+            runs = runs_of(os.path.join(scratch, "sweep"), "activation")
             per_epoch = int(re.search(r"(\d+) train / \d+ val", printed).group(1))  # the sweep's first line
             images = sum(r["epochs_completed"] for r in runs) * per_epoch
             sweep.update(runs=len(runs), training_images=images, images_per_s_all_in=round(images / seconds, 1),
-                         fuse=runs[0]["trained_on"].get("fuse"),
-                         groups=sorted({len(r["fused_with"]) + 1 for r in runs}),
+                         fuse=runs[0]["trained_on"].get("fuse"), groups=sorted(set(group_sizes(runs))),
                          test_acc={r["name"]: r["test_acc"] for r in runs})
-        result["steps"]["sweep"] = sweep
+
+        # 3. out of memory for real: 16 runs in one group that cannot fit, split until they do
+        if not cuda:
+            steps["out_of_memory"] = {"skipped": "needs a CUDA device: a CPU runs out of memory only by exhausting "
+                                                 "the machine; tests/test_gpu_paths.py splits on a raised error"}
+        else:
+            batch = out_of_memory_batch(facts["memory_gib"] * 2**30)  # at 227 px, --tiny too: memory is the point
+            command = sweep_command("main_learning_rate.py", "oom", "--values", "1e-4", "--seeds", "16", "--fuse",
+                                    "16", "--regime", "full", "--batch-size", str(batch), "--train-size", str(batch),
+                                    "--val-size", "512", "--test-size", "512", "--epochs", "1", "--save", "none")
+            code, _, printed = step("out_of_memory", command, command[:-2])
+            steps["out_of_memory"]["batch_size"] = batch
+            if code == 0:
+                runs = runs_of(os.path.join(scratch, "oom"), "learning_rate")
+                steps["out_of_memory"].update(splits=printed.count("going on as"), groups=group_sizes(runs),
+                                              completed=sum(r["status"] == "completed" for r in runs))
+                check("out_of_memory", "16 runs fitted in one group: no split was tried"
+                      if "going on as" not in printed else
+                      None if all(r["status"] == "completed" for r in runs) else "not every run completed")
+
+        # 4. evaluation at the largest K bench timed
+        largest = max((row["fuse"] for row in (figures or {}).get("ours", []) if row.get("images_per_s")),
+                      default=None)
+        if largest is None:
+            steps["largest_k"] = {"skipped": "bench timed no K"}
+        else:
+            # --tiny: grouped kernels, as bench's
+            eval_sizes = [*small, "--kernels", "grouped"] if args.tiny else [
+                "--train-size", "128", "--val-size", "1024", "--test-size", "1024", "--epochs", "1"]
+            command = sweep_command("main_learning_rate.py", "largest_k", "--values", "1e-4", "--seeds", str(largest),
+                                    "--fuse", str(largest), "--save", "none", *eval_sizes)
+            code, _, _ = step("largest_k", command, command[:-2])
+            steps["largest_k"]["k"] = largest
+            if code == 0:
+                runs = runs_of(os.path.join(scratch, "largest_k"), "learning_rate")
+                steps["largest_k"].update(groups=group_sizes(runs), kernels=runs[0]["kernels"], eval_seconds=max(
+                    r["timing"]["eval_seconds"][0] for r in runs), test_acc=[r["test_acc"] for r in runs])
+                check("largest_k", None if all(r["status"] == "completed" for r in runs) else
+                      "not every run completed")
+
+        # 5. spread over 2 GPUs, one done a run's time before the other
+        if not cuda or facts.get("gpus", 0) < 2:
+            steps["spread"] = {"skipped": f"needs 2 CUDA devices; {facts.get('gpus', 0)} visible"}
+        else:
+            spread_epochs = 1 if args.tiny else paper_epochs(figures)[0]
+            command = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                       *sweep_command("main_learning_rate.py", "spread", "--values", "1e-5", "1e-4", "1e-3",
+                                      "--strategy", "spread", "--fuse", "1", "--save", "none",
+                                      *(["--image-size", "67", "--train-size", "16", "--val-size", "16",
+                                         "--test-size", "16"] if args.tiny else
+                                        ["--train-size", str(PAPER_IMAGES), "--val-size", "1000"]),
+                                      "--epochs", str(spread_epochs))]
+            code, _, _ = step("spread", command, ["-m", "torch.distributed.run", *command[2:-2]])
+            if code == 0:
+                runs = runs_of(os.path.join(scratch, "spread"), "learning_rate")
+                by_device = {}
+                for r in runs:
+                    device = r["trained_on"]["device"]
+                    by_device[device] = round(by_device.get(device, 0) + r["train_seconds"], 1)
+                steps["spread"].update(train_seconds_by_device=by_device,
+                                       waited_s=round(max(by_device.values()) - min(by_device.values()), 1))
+                check("spread", None if len(runs) == 3 and all(r["status"] == "completed" for r in runs) else
+                      "not every run completed")
+
+        # 6. Adagrad
+        command = sweep_command("main_optimizer.py", "adagrad", "--values", "adagrad", "--save", "none", *small)
+        code, _, _ = step("adagrad", command, command[:-2])
+        if code == 0:
+            run_record = runs_of(os.path.join(scratch, "adagrad"), "optimizer")[0]
+            steps["adagrad"].update(status=run_record["status"], loss=run_record["history"]["loss"],
+                                    test_acc=run_record["test_acc"])
+            check("adagrad", None if run_record["status"] != "failed" else run_record.get("error", "failed"))
+
+        # 7. --compile: inductor on a GPU; torch.compile's eager backend on a CPU
+        command = sweep_command("main_dropout.py", "compile", "--values", "0.5", "--compile", "--fuse", "1",
+                                "--save", "none", *small)
+        eager = not cuda
+        code, _, _ = step("compile", ["-c", EAGER_COMPILE, *command] if eager else command, command[:-2])
+        steps["compile"]["backend"] = "eager" if eager else "inductor"
+        if code == 0:
+            run_record = runs_of(os.path.join(scratch, "compile"), "dropout")[0]
+            steps["compile"].update(status=run_record["status"], dropout=run_record["config"]["dropout"],
+                                    train_seconds=run_record["timing"]["train_seconds"],
+                                    test_acc=run_record["test_acc"])
+            check("compile", None if run_record["status"] == "completed" else "the run did not complete")
+
     path = os.path.join(args.out, "results", "gpu_check.json")
     storage.atomic_write_text(path, json.dumps(result, indent=1))
     print(f"\nfigures written to {path}")
-    failed = [name for name, step in result["steps"].items() if step["exit"] != 0]
+    skipped = [f"{name} ({s['skipped']})" for name, s in steps.items() if "skipped" in s]
+    if skipped:
+        print("skipped: " + "; ".join(skipped))
+    failed = [name + (f" ({s['problem']})" if "problem" in s else "") for name, s in steps.items()
+              if "skipped" not in s and (s["exit"] != 0 or "problem" in s)]
     if failed:
-        print(f"error: {', '.join(failed)} did not finish; see the output above", file=sys.stderr)
+        print(f"error: {', '.join(failed)} did not pass; see the output above", file=sys.stderr)
         return 1
     return 0
+
+
+# The compile step on a CPU: the script run with torch.compile's eager backend
+EAGER_COMPILE = ("import functools, runpy, sys, torch; "
+                 "torch.compile = functools.partial(torch.compile, backend='eager'); "
+                 "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 if __name__ == "__main__":

@@ -360,16 +360,28 @@ def _unwrapped(model):
     return model
 
 
+def eval_forwards(model: torch.nn.Module, loader: DeviceLoader, precision: str):
+    """(logits, labels) of loader's batches in eval mode (dropout off), each member on the same
+    images. A forward takes batch / K images, in K copies: about one evaluation batch in all
+    whatever K, so evaluation's memory does not grow with K (sweep.run_bytes counts it once
+    per run, a bound that holds)."""
+    model.eval()
+    k = _unwrapped(model).k
+    chunk = max(1, loader.batch_size // k)
+    for x, y in loader.batches():
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            with autocast(loader.device, precision):
+                logits = model(part if k == 1 else part.repeat(1, k, 1, 1))
+            yield logits, y[start:start + chunk]
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: DeviceLoader, precision: str) -> list:
     """Each member's accuracy in eval mode (dropout off) on the same images; one
     synchronisation at the end."""
-    model.eval()
-    k = _unwrapped(model).k
-    correct = torch.zeros(k, dtype=torch.int64, device=loader.device)
-    for x, y in loader.batches():
-        with autocast(loader.device, precision):
-            logits = model(x if k == 1 else x.repeat(1, k, 1, 1))
+    correct = torch.zeros(_unwrapped(model).k, dtype=torch.int64, device=loader.device)
+    for logits, y in eval_forwards(model, loader, precision):
         correct += (logits.argmax(2) == y).sum(1)
     return [c / max(len(loader.indices), 1) for c in all_reduce_sum(correct, loader.world_size).tolist()]
 
@@ -639,7 +651,16 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
             images += y.numel() if i >= warmup else 0
             x, y = next(batches)
         objective.sum().item()  # waits for the device
-        return images / (time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        # and one evaluation forward beside the group as training holds it, untimed: a K that
+        # trains but cannot evaluate runs out of memory here, not after its first epoch
+        loader = next((l for l in (split.val, split.test, split.train_eval) if len(l.indices)), None)
+        if loader is not None:
+            with torch.inference_mode():
+                forwards = eval_forwards(group.model, loader, precision)
+                next(forwards)
+                forwards.close()
+        return images / seconds
     finally:
         del group, step  # the step closure holds the group too
         release_memory()

@@ -24,7 +24,8 @@ def test_step_mode_writes_both_rates(tmp_path, capsys):
 
 def test_step_mode_times_each_fused_size(tmp_path):
     """Named kernels: choosing them by timing (--kernels auto, bench's default) would time every
-    layer in both forms first; gpu_check's test runs that path."""
+    layer in both forms first: the same Group.choose_kernels that tests/test_fusion.py runs with
+    auto for real."""
     path = tmp_path / "bench.json"
     code = bench.main(["--image-size", "67", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--rounds", "1",
                        "--images", "32", "--device", "cpu", "--precision", "fp32", "--fuse", "1", "3",
