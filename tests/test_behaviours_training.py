@@ -15,6 +15,7 @@ import results
 import sweep
 import train
 from conftest import interrupt_second_epoch, load_results, run_config, run_script, tiny_argv
+from test_gpu_paths import _BlowUp  # an fp16 overflow in one member
 from fused import FusedAlexNet
 
 
@@ -61,21 +62,6 @@ def test_auto_precision_reads_the_capability_of_the_device_passed(monkeypatch):
 
 
 # 2. Each fused fp16 member keeps its own loss scale through a member leaving and a resume
-
-class _BlowUp(torch.autograd.Function):
-    """Identity forward; backward makes member `member`'s gradients overflow."""
-
-    @staticmethod
-    def forward(ctx, logits, member):
-        ctx.member = member
-        return logits.view_as(logits)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        grad[ctx.member] *= float("inf")
-        return grad, None
-
 
 def test_fp16_members_keep_their_own_loss_scales_through_a_member_leaving_and_a_resume(
         tiny_split, tmp_path, monkeypatch):

@@ -309,11 +309,9 @@ def test_a_trial_measures_real_training_steps(tiny_split):
     assert train.trial_images_per_s([run_config(seed=0), run_config(seed=1)], split, ds.num_classes, 1, 1) > 0
 
 
-def test_the_failed_group_is_freed_before_either_half_is_built(mnist_dir, tmp_path, monkeypatch):
-    """Out of memory in a fused group: its weights, gradients and optimizer states are gone
-    before the first half builds its own group (issue 29: the halves trained inside the except
-    block, whose traceback kept the failed group's frames alive, so on a real GPU each half would
-    have run beside the whole group and most likely out of memory again)."""
+def groups_alive_when_built(monkeypatch) -> list:
+    """For each train.Group built from now on, whether each group built before it is still
+    alive (held by a weak reference to its model) at that moment."""
     import weakref
     models, alive_when_built = [], []
     real_init = train.Group.__init__
@@ -323,6 +321,15 @@ def test_the_failed_group_is_freed_before_either_half_is_built(mnist_dir, tmp_pa
         real_init(self, *args, **kwargs)
         models.append(weakref.ref(self.model))
     monkeypatch.setattr(train.Group, "__init__", init)
+    return alive_when_built
+
+
+def test_the_failed_group_is_freed_before_either_half_is_built(mnist_dir, tmp_path, monkeypatch):
+    """Out of memory in a fused group: its weights, gradients and optimizer states are gone
+    before the first half builds its own group (issue 29: the halves trained inside the except
+    block, whose traceback kept the failed group's frames alive, so on a real GPU each half would
+    have run beside the whole group and most likely out of memory again)."""
+    alive_when_built = groups_alive_when_built(monkeypatch)
     oom_in_group_of(monkeypatch, 2, at_epoch=0)
     code, out, err = run_script("main_learning_rate", ["--values", "1e-4", "2e-4", "--fuse", "2", "--kernels", "split",
                                                        "--save", "none", *one_batch(tiny_argv(mnist_dir, tmp_path))])
@@ -335,15 +342,7 @@ def test_a_group_a_member_leaves_is_freed_before_the_smaller_group_is_built(mnis
     """A member that diverges leaves its fused group; the group without it is built only once the
     old one (its weights, gradients, optimizers) is gone (issue 29: both were alive at once, and a
     group near the memory limit could run out of memory exactly when a run diverged)."""
-    import weakref
-    models, alive_when_built = [], []
-    real_init = train.Group.__init__
-
-    def init(self, *args, **kwargs):
-        alive_when_built.append([ref() is not None for ref in models])
-        real_init(self, *args, **kwargs)
-        models.append(weakref.ref(self.model))
-    monkeypatch.setattr(train.Group, "__init__", init)
+    alive_when_built = groups_alive_when_built(monkeypatch)
     code, out, err = run_script("main_optimizer", ["--values", "sgd:1e12", "adam:1e-4", "--fuse", "2", "--kernels",
                                                    "split", "--save", "none",
                                                    *one_batch(tiny_argv(mnist_dir, tmp_path, epochs=2))])
