@@ -177,13 +177,13 @@ def tune_backends(device: torch.device) -> None:
         keep_freed_memory()
 
 
-def keep_freed_memory(top: int = 2**31 - 1) -> bool:
+def keep_freed_memory() -> bool:
     """Each training step frees and allocates again the same large tensors (weights' gradients,
     optimizer temporaries, activations). By default glibc hands every block over 32 MB back to
     the system and takes it again zeroed, page by page: on 2 CPU cores that cost about 15% of
     a 227 px step (docs/speed.md) and an eighth of the tests' time (docs/tests.md). Keep freed
     memory in the process instead (no mmap for large blocks, no trimming of the heap's top below
-    `top` bytes, 2 GB by default), so the process keeps its peak memory. Returns whether the C library took the settings (glibc does; elsewhere
+    2 GB), so the process keeps its peak memory. Returns whether the C library took the settings (glibc does; elsewhere
     nothing changes)."""
     import ctypes
     try:
@@ -191,7 +191,7 @@ def keep_freed_memory(top: int = 2**31 - 1) -> bool:
     except (OSError, AttributeError):  # not glibc: macOS, Windows
         return False
     m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, top))
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def use_channels_last(device: torch.device) -> bool:

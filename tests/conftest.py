@@ -24,7 +24,6 @@ if str(ROOT) not in sys.path:
 # seconds a test waits on a child process: a safety net against a hang only, never a measure of
 # speed (the suite must pass on a slow machine busy with other jobs, issue 27)
 HANG = 1800
-HEAP_TOP = 256 * 2**20  # tests' tiny steps free and take again far less than this at the heap's top
 RAM_DISK_ROOM = 8 * 2**30  # the tests' files on a RAM disk only where this much is free (a session holds ~2 GB)
 
 
@@ -47,10 +46,11 @@ def _set_up_test_process():
         import torch
         torch.set_num_threads(1)
     import train
-    # as a sweep on the CPU does (train.tune_backends; tests also train without one), but handing
-    # back to the system what lies free above HEAP_TOP at the heap's top: a test process's peak
-    # (a fused group of 4) would otherwise stay resident while the rest of its file runs
-    train.keep_freed_memory(HEAP_TOP)
+    # A sweep on the CPU keeps freed memory for its next step (train.tune_backends): one process,
+    # one sweep. A test process runs a whole file of sweeps, fused groups of 4 among them, and
+    # would keep its largest peak to the end (5.2 GB seen in one process): here the C library's
+    # defaults hand large blocks back, for the suite's memory budget (docs/tests.md).
+    train.keep_freed_memory = lambda top=None: False
     if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
         train.cpu_has_native_bf16 = lambda: False
     _settle_imports()
@@ -64,16 +64,16 @@ def _xdist_controller(config) -> bool:
 
 
 def pytest_configure(config):
-    """The tests' files go to a RAM disk where the machine has one with room (/dev/shm on
-    Linux): tiny runs write gigabytes of checkpoints, which a disk would journal and write back
-    for nothing. xdist's processes each take a folder under it. Passing tests' files are
-    removed as they pass (pytest.ini), the rest when the session ends, unless a test failed.
-    TESTS_ON_DISK=1 keeps pytest's own folder (/tmp/pytest-of-$USER)."""
+    """The tests' files go to pytest's own folder (/tmp/pytest-of-$USER): files the kernel can
+    write back and drop, which a RAM disk's cannot be (3.3 GB of the suite's peak memory, seen
+    there). TESTS_ON_RAM_DISK=1 puts them on /dev/shm where it has room. xdist's processes each
+    take a folder under it. Passing tests' files are removed as they pass (pytest.ini), the rest
+    when the session ends, unless a test failed."""
     import shutil
     import tempfile
     if not _xdist_controller(config):
         _set_up_test_process()
-    if config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TESTS_ON_DISK"):
+    if config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER") or not os.environ.get("TESTS_ON_RAM_DISK"):
         return
     shm = "/dev/shm"
     try:
