@@ -62,3 +62,23 @@ def test_missing_data_is_one_sentence(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "mnist" in err
     assert not (tmp_path / "j.json").exists()
+
+
+def test_the_out_of_memory_k_is_said_to_be_beside_the_smaller_groups(tmp_path, capsys, monkeypatch):
+    """bench holds every smaller K's group for its alternating rounds, so the first K out of
+    memory is the first that does not fit beside them: it says so (issue 29), in the output
+    that gpu_check.json's reader sees, instead of implying that K does not fit alone."""
+    real = bench.Group
+
+    def group(configs, *args, **kwargs):
+        if len(configs) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(configs, *args, **kwargs)
+    monkeypatch.setattr(bench, "Group", group)
+    path = tmp_path / "bench.json"
+    code = bench.main(["--image-size", "67", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--rounds", "1",
+                       "--images", "16", "--device", "cpu", "--precision", "fp32", "--fuse", "1", "2",
+                       "--kernels", "grouped", "--json", str(path)])
+    assert code == 0
+    assert json.loads(path.read_text())["out_of_memory_at_fuse"] == 2
+    assert "fuse 2: out of memory beside the groups of smaller K" in capsys.readouterr().out
