@@ -9,16 +9,7 @@ fc1 is sized from the feature map that survives the three max-poolings.
 import torch
 from torch import nn
 
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leakyrelu": lambda: nn.LeakyReLU(0.01),
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    # extras beyond the study's five
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
+from core.activations import ACTIVATIONS
 
 MIN_IMAGE_SIZE = 67  # smallest input that survives conv1 and the three poolings
 

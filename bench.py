@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import data
-from fused import synchronize
-from storage import WriteError, atomic_write_text
+from core.fused import synchronize
+from core.storage import WriteError, atomic_write_text
 from sweep import OneLineParser, image_size, positive_int, whole_number
 from alexnet import AlexNet
 from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, group_batches, out_of_memory, release_memory, \

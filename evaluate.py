@@ -25,9 +25,9 @@ import sys
 
 import numpy as np
 
-import checkpoints
-import logs
-import storage
+from core import checkpoints
+from core import logs
+from core import storage
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = ("model", "config", "num_classes", "classes", "experiment", "name")
@@ -123,7 +123,7 @@ def predictions(model, ckpt: dict, data_dir: str | None, device, precision: str)
     import torch
     import data
     import train
-    from fused import FusedAlexNet
+    from core.fused import FusedAlexNet
     c = ckpt["config"]
     dataset = data.load_dataset(c["dataset"], data_dir or c["data_dir"], c["image_size"])
     if data_dir:  # given, it names the data to use: never another copy found elsewhere

@@ -138,7 +138,7 @@ def group_sizes(runs: list) -> list:
 
 def main(argv=None) -> int:
     import data
-    import storage
+    from core import storage
     import train
     from sweep import OneLineParser
     p = OneLineParser(prog="gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,7 +7,7 @@ Held fixed: Adam at 1e-4, no dropout, no weight penalty, batch 64, the
 """
 import sys
 
-import logs
+from core import logs
 
 logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
 import sweep  # noqa: E402

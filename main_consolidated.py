@@ -11,11 +11,11 @@ study gave no script or regime for this model; these are its dropout study's).
 import os
 import sys
 
-import logs
+from core import logs
 
 logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
-import results  # noqa: E402
-import stats  # noqa: E402
+from core import results  # noqa: E402
+from core import stats  # noqa: E402
 import sweep  # noqa: E402
 
 EXPERIMENT = "consolidated"
@@ -168,7 +168,7 @@ def no_weights(out: str, name: str, seed: int, path: str) -> str:
 def evaluate_saved(args) -> int:
     """evaluate.py on each saved model of this sweep under --out; 1 if one has no weights."""
     import evaluate
-    import logs
+    from core import logs
     names = chosen_runs(args.out, args.values or VALUES)
     first = args.seed if args.seed is not None else 0
     runs = [(n, first + k, n if args.seeds == 1 else f"{n}_seed{first + k}") for n in names for k in range(args.seeds)]

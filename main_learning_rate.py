@@ -7,7 +7,7 @@ validation), 25 epochs. The study found 1e-4 best.
 """
 import sys
 
-import logs
+from core import logs
 
 logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
 import sweep  # noqa: E402

@@ -9,7 +9,7 @@ Adagrad's first-epoch loss reached about 7.9 million and it ended near 49%.
 """
 import sys
 
-import logs
+from core import logs
 
 logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
 import sweep  # noqa: E402

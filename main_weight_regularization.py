@@ -8,7 +8,7 @@ Held fixed: Adam at 1e-4, ReLU, no dropout, batch 64, the "subset" regime,
 """
 import sys
 
-import logs
+from core import logs
 
 logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
 import sweep  # noqa: E402

@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-import stats
-from results import TITLES, ResultsError, experiments_in, fmt, read_results, records_dir, results_path
-from storage import WriteError, out_folder
+from core import stats
+from core.results import TITLES, ResultsError, experiments_in, fmt, read_results, records_dir, results_path
+from core.storage import WriteError, out_folder
 
 CURVES = {"loss": "mean training loss", "train_acc": "training accuracy (%)",
           "val_acc": "validation accuracy (%)"}
@@ -68,7 +68,7 @@ def mean_std_of(values: list) -> tuple:
 
 def _save(fig, plt, path: str) -> str:
     """Write the figure atomically (storage.atomic_write): a reader never sees half a PNG."""
-    from storage import atomic_write
+    from core.storage import atomic_write
     fig.tight_layout()
     try:
         atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))

@@ -12,9 +12,9 @@ import argparse
 import os
 import sys
 
-import stats
-from results import NEUTRAL_KEYS, TITLES as HUMAN, experiments_in, fmt, listed, read_with_progress
-from storage import WriteError, atomic_write_text, out_folder
+from core import stats
+from core.results import NEUTRAL_KEYS, TITLES as HUMAN, experiments_in, fmt, listed, read_with_progress
+from core.storage import WriteError, atomic_write_text, out_folder
 
 EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
 

@@ -15,14 +15,14 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-import logs
-import storage
+from core import logs
+from core import storage
 
 storage.one_line_interrupts()  # before torch loads below: a Ctrl-C there is one line, not a traceback
 gc.disable()  # loading torch makes half a million objects and no garbage: collecting them again and
 try:  # again as they come is a third of a script's start-up CPU; after it, they are left out of collections
     from data import DATASETS, REGIMES  # noqa: E402
-    from results import (ResultsError, add_to_plan, finished, fmt, read_results, results_path,  # noqa: E402,F401
+    from core.results import (ResultsError, add_to_plan, finished, fmt, read_results, results_path,  # noqa: E402,F401
                          run_key, same_config, table, write_record, write_results)  # fmt: the scripts use sweep.fmt
     from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES  # noqa: E402
 finally:
@@ -447,7 +447,7 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device) -> int:
     except data.DataError as err:
         logs.problem(f"error: {err}")
         return 1
-    from results import sweeping_path
+    from core.results import sweeping_path
     with storage.Presence(sweeping_path(args.out, experiment)) as present:  # while it plans and trains
         if world > 1 and not dist.is_initialized():
             # spread does no tensor collectives, and its ranks wait for each other's uneven shares
@@ -489,7 +489,7 @@ def _sweep(experiment, sweep, base, args, dataset, indices, device, rank, world,
     models_dir = os.path.join(args.out, "models", experiment)
     pending, done = split_finished(jobs, args, experiment)
     for job, old in done:  # named where it is: the merged file may be missing (a full disk when it was written)
-        from results import record_path
+        from core.results import record_path
         where = record_path(args.out, experiment, job.name, job.config["seed"])
         logs.info(f"{job.desc}: already {old['status']} in "
                   f"{where if os.path.exists(where) else results_path(args.out, experiment)}; skipping "
@@ -559,7 +559,7 @@ def disk_needs(experiment: str, sweep: list, base: dict, args) -> dict | None:
     "low", "high", "folder"}; None when nothing is left to train. Only what can be written
     counts: no second checkpoint where a run has one epoch (its best is its last), no resume
     file where no epoch but the last is left to a run (writes_resume)."""
-    import checkpoints
+    from core import checkpoints
     pending, _ = split_finished(my_shard(all_jobs(sweep, base, args), args.shard), args, experiment)
     if not pending:
         return None
@@ -620,7 +620,7 @@ def run_bytes(config: dict) -> int:
     conv1's output and its activation (290,400 values each at 227 px, bf16) are alive at
     once. About 2.1 GB per run at 227 px. Only an upper bound for the candidates of
     --fuse auto: the timed steps find what really fits."""
-    import checkpoints
+    from core import checkpoints
     params = checkpoints.parameter_count(config["image_size"], 10)
     area = (config["image_size"] / 227) ** 2
     return int(16 * params + 1.2e6 * area * 8 * config["batch_size"] + 2 * 290_400 * area * 2 * 512)
@@ -727,7 +727,7 @@ def make_groups(jobs: list, k: int, models_dir: str) -> list:
 
 def _resume_epoch(models_dir: str, job: Job) -> int:
     """Epochs a run's resume file holds (0 if none or unreadable): for balancing work only."""
-    import checkpoints
+    from core import checkpoints
     path = checkpoints.resume_path(models_dir, job.stem)
     if not os.path.exists(path):
         return 0
@@ -743,7 +743,7 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
     since the sweep began) and record each run as soon as it finishes. Returns each job's
     status, or "skipped"."""
     import torch.distributed as dist
-    import checkpoints
+    from core import checkpoints
     import train
 
     lead = rank == 0 or not ddp  # the process that writes these runs' files
@@ -852,8 +852,8 @@ def train_jobs(experiment, jobs, args, dataset, split, models_dir, trained_on, o
 def remove_left_behind(experiment: str, out: str, models_dir: str, job: Job) -> None:
     """Remove the temporary files that a writer of the run's files (checkpoints, record), killed
     inside a write, left; only while holding the run's claim, under which alone they are written."""
-    import checkpoints
-    from results import record_path
+    from core import checkpoints
+    from core.results import record_path
     removed = storage.remove_left_behind([checkpoints.resume_path(models_dir, job.stem),
                                           checkpoints.final_path(models_dir, job.stem),
                                           checkpoints.best_path(models_dir, job.stem),
@@ -868,7 +868,7 @@ def record_run(experiment, record, state_dict, best_state, dataset, out, models_
     validation epoch's, both, or none; where the best epoch is the last, one file under both
     names), then the run's record, listing them, then the merged results; a failed run
     (state_dict None) keeps its resume file, so that the rerun resumes."""
-    import checkpoints
+    from core import checkpoints
     save = record["config"].get("save", "both")
     last_path, best_path = checkpoints.final_path(models_dir, stem), checkpoints.best_path(models_dir, stem)
     best_is_last = record.get("best_epoch") is not None and record["best_epoch"] == record.get("epochs_completed")
@@ -927,7 +927,7 @@ def finish(experiment, args, jobs, order, models_dir, failed, everything, presen
     runs still pending in the plan that this command did not ask for (everything: what it asked
     for, every shard's), or with --forget-pending, those runs dropped from the plan."""
     import plotting
-    from results import forget_pending
+    from core.results import forget_pending
     asked = {run_key(job.name, job.config["seed"]) for job in everything}
     forget_refused = False
     if args.forget_pending:  # before the results file is written, so that its progress counts without them
@@ -963,7 +963,7 @@ def finish(experiment, args, jobs, order, models_dir, failed, everything, presen
     pending = results["progress"]["pending"]
     others = [key for key in pending if key not in asked]
     if others and not forget_refused and not any(key in asked for key in pending):
-        from results import listed
+        from core.results import listed
         logs.info(f"\nevery run this command asks for is finished, but the plan of {experiment} on this --out still "
                   f"holds {len(others)} pending run(s) it does not ask for ({listed(others, 6)}), so the report and "
                   "--from-results count the sweep unfinished: run the command that asked for them again to train "

@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-import checkpoints
-import fused
-import logs
+from core import checkpoints
+from core import fused
+from core import logs
 from alexnet import AlexNet, loaded
 from data import DeviceLoader
-from fused import FusedAlexNet, fuse_inputs, synchronize
-from optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
-from results import same_config
+from core.fused import FusedAlexNet, fuse_inputs, synchronize
+from core.optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
+from core.results import same_config
 
 DEFAULTS = dict(
     dataset="cifar10",

@@ -65,12 +65,12 @@ MUTANTS = {
                           UP + "test_dropout_never_touches_the_logits"),
     "quick-preset": ("sweep.py", "test_size=1000, epochs=5)", "test_size=1000, epochs=3)",
                      UP + "test_the_quick_preset_is_the_documented_one"),
-    "write-in-place": ("storage.py", "    tmp = temporary_name(path)\n", "    tmp = path\n",
+    "write-in-place": ("core/storage.py", "    tmp = temporary_name(path)\n", "    tmp = path\n",
                        UP + "test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary"),
     "failed-run-loses-resume": ("sweep.py", "    if state_dict is not None and os.path.exists(resume):",
                                 "    if os.path.exists(resume):",
                                 UP + "test_a_run_failing_after_a_checkpoint_resumes_on_rerun"),
-    "one-dropout-generator": ("fused.py", "generator=self.generators[k]", "generator=self.generators[0]",
+    "one-dropout-generator": ("core/fused.py", "generator=self.generators[k]", "generator=self.generators[0]",
                               FU + "test_each_fused_run_is_the_run_trained_alone"),
     "one-learning-rate": ("train.py", 'make_optimizer(c["optimizer"], p, c["lr"])',
                           'make_optimizer(c["optimizer"], p, configs[0]["lr"])',
@@ -78,21 +78,21 @@ MUTANTS = {
     "group-drops-resume-states": ("train.py", "            if state is None:\n",
                                   "            if state is None or len(configs) > 1:\n",
                                   FU + "test_a_fused_run_resumes_alone_and_a_run_alone_resumes_fused"),
-    "one-activation": ("fused.py", "self.same_activation = len(set(activations)) == 1", "self.same_activation = True",
+    "one-activation": ("core/fused.py", "self.same_activation = len(set(activations)) == 1", "self.same_activation = True",
                        FU + "test_each_fused_run_is_the_run_trained_alone"),
-    "shared-penalty": ("fused.py", "                total = total + l1 * rows.abs().sum(1)",
+    "shared-penalty": ("core/fused.py", "                total = total + l1 * rows.abs().sum(1)",
                        "                total = total + l1[0] * rows.abs().sum(1)",
                        TR + "test_weight_penalty_is_each_runs_own_l1_l2_and_elastic_net_with_biases"),
     # -- fused.py ---------------------------------------------------------------------------
-    "dropout-scale-p": ("fused.py", ".div_(1 - p)\n", ".div_(p)\n", PI + "test_fused_dropout_scales_as_nn_dropout"),
-    "dropout-in-eval": ("fused.py", "if not self.training or p == 0:", "if p == 0:",
+    "dropout-scale-p": ("core/fused.py", ".div_(1 - p)\n", ".div_(p)\n", PI + "test_fused_dropout_scales_as_nn_dropout"),
+    "dropout-in-eval": ("core/fused.py", "if not self.training or p == 0:", "if p == 0:",
                         PI + "test_fused_dropout_scales_as_nn_dropout"),
-    "fc-views-of-member-0": ("fused.py", "else t[k]", "else t[0]",
+    "fc-views-of-member-0": ("core/fused.py", "else t[k]", "else t[0]",
                              FU + "test_each_fused_run_is_the_run_trained_alone"),
-    "l2-as-l1": ("fused.py", "                total = total + l2 * rows.pow(2).sum(1)",
+    "l2-as-l1": ("core/fused.py", "                total = total + l2 * rows.pow(2).sum(1)",
                  "                total = total + l2 * rows.abs().sum(1)",
                  TR + "test_weight_penalty_is_each_runs_own_l1_l2_and_elastic_net_with_biases"),
-    "inputs-swapped": ("fused.py", "torch.cat(parts, 1)", "torch.cat(parts[::-1], 1)",
+    "inputs-swapped": ("core/fused.py", "torch.cat(parts, 1)", "torch.cat(parts[::-1], 1)",
                        FU + "test_each_fused_run_is_the_run_trained_alone"),
     # -- train.py ---------------------------------------------------------------------------
     "partial-batch-as-full": ("train.py", "loader.world_size / loader.global_batch_size(i)",
@@ -126,23 +126,23 @@ MUTANTS = {
                             "train_accs = ([correct / len(split.train) for _, correct in totals]",
                             PI + "test_the_last_partial_batch_is_the_mean_over_its_own_images"),
     # -- results.py -------------------------------------------------------------------------
-    "failed-counts-as-finished": ("results.py", 'return bool(run) and run["status"] in ("completed", "diverged")',
+    "failed-counts-as-finished": ("core/results.py", 'return bool(run) and run["status"] in ("completed", "diverged")',
                                   'return bool(run) and run["status"] in STATUSES',
                                   UP + "test_a_run_failing_after_a_checkpoint_resumes_on_rerun"),
-    "nan-in-json": ("results.py", "if isinstance(value, float) and not math.isfinite(value):",
+    "nan-in-json": ("core/results.py", "if isinstance(value, float) and not math.isfinite(value):",
                     "if False:", PI + "test_results_files_are_standard_json_with_nan_and_infinity_as_null"),
-    "records-lose-to-summary": ("results.py",
+    "records-lose-to-summary": ("core/results.py",
                                 'by_key.update({(r["name"], r["seed"]): r for r in read_records(out, experiment)})',
                                 'by_key = {**{(r["name"], r["seed"]): r for r in read_records(out, experiment)}, '
                                 '**by_key}',
                                 PI + "test_a_runs_own_record_wins_over_an_older_merged_results_file"),
     # -- storage.py -------------------------------------------------------------------------
-    "no-fsync": ("storage.py", "os.fsync(f.fileno())", "pass",
+    "no-fsync": ("core/storage.py", "os.fsync(f.fileno())", "pass",
                  PI + "test_a_file_is_on_disk_before_it_replaces_the_previous_one"),
-    "signal-during-write-lost": ("storage.py", "_deferred.append(signum)", "None",
+    "signal-during-write-lost": ("core/storage.py", "_deferred.append(signum)", "None",
                                  "tests/test_nothing_lost.py::"
                                  "test_ctrl_c_inside_a_results_write_keeps_the_previous_file"),
-    "lock-on-a-removed-file": ("storage.py", "if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:", "if True:",
+    "lock-on-a-removed-file": ("core/storage.py", "if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:", "if True:",
                                PI + "test_a_lock_whose_file_was_removed_is_taken_on_the_new_file"),
     # -- sweep.py ---------------------------------------------------------------------------
     "claim-released-early": ("sweep.py", "claims.append(claim)", "claim.release()",
@@ -166,12 +166,12 @@ MUTANTS = {
     "rerun-retrains-finished": ("sweep.py", "        if finished(old, job.config):\n",
                                 "        if False:\n", PI + "test_finished_runs_are_left_out_before_the_groups_are_made"),
     # -- checkpoints.py ---------------------------------------------------------------------
-    "best-overwrites-last": ("checkpoints.py", 'f"{stem}.best.pt"', 'f"{stem}.pt"',
+    "best-overwrites-last": ("core/checkpoints.py", 'f"{stem}.best.pt"', 'f"{stem}.pt"',
                              "tests/test_evaluate.py::test_the_best_validation_epoch_is_kept_beside_the_last"),
-    "unsafe-load": ("checkpoints.py", 'weights_only=True, map_location="cpu", mmap=mmap',
+    "unsafe-load": ("core/checkpoints.py", 'weights_only=True, map_location="cpu", mmap=mmap',
                     'weights_only=False, map_location="cpu", mmap=mmap',
                     PI + "test_a_checkpoint_holding_code_is_refused"),
-    "checkpoint-test-acc-is-val": ("checkpoints.py", '"test_acc": record["test_acc"], "best_val_acc"',
+    "checkpoint-test-acc-is-val": ("core/checkpoints.py", '"test_acc": record["test_acc"], "best_val_acc"',
                                    '"test_acc": record["best_val_acc"], "best_val_acc"',
                                    PI + "test_test_acc_at_best_is_the_best_epochs_when_it_comes_before_the_last"),
     # -- evaluate.py ------------------------------------------------------------------------
@@ -190,17 +190,17 @@ MUTANTS = {
     "flip-upside-down": ("data.py", "x.flip(3)", "x.flip(2)",
                          "tests/test_transforms.py::test_flip_mask_mirrors_exactly_the_masked_images"),
     # -- stats.py ---------------------------------------------------------------------------
-    "best-on-test": ("stats.py", 'key=lambda r: r["best_val_acc_mean"])', 'key=lambda r: r["test_acc_mean"])',
+    "best-on-test": ("core/stats.py", 'key=lambda r: r["best_val_acc_mean"])', 'key=lambda r: r["test_acc_mean"])',
                      PI + "test_the_best_setting_is_chosen_on_validation_never_on_test"),
-    "population-std": ("stats.py", "std = float(x.std(ddof=1))", "std = float(x.std())",
+    "population-std": ("core/stats.py", "std = float(x.std(ddof=1))", "std = float(x.std())",
                        "tests/test_stats.py::test_describe_from_first_principles"),
-    "diverged-runs-in-summary": ("stats.py", 'done = [r for r in runs if r["status"] == "completed"]',
+    "diverged-runs-in-summary": ("core/stats.py", 'done = [r for r in runs if r["status"] == "completed"]',
                                  'done = [r for r in runs if r["status"] != "failed"]',
                                  PI + "test_the_best_setting_is_chosen_on_validation_never_on_test"),
-    "edge-with-two-settings": ("stats.py", "if len(keys) != 1 or len(next(iter(keys))) != 1 or len(rows) < 3:",
+    "edge-with-two-settings": ("core/stats.py", "if len(keys) != 1 or len(next(iter(keys))) != 1 or len(rows) < 3:",
                                "if len(keys) != 1 or len(next(iter(keys))) != 1 or len(rows) < 2:",
                                "tests/test_stats.py::test_at_edge_needs_three_settings"),
-    "unpaired-comparison": ("stats.py", "shared = sorted(set(mine) & set(best_tests))",
+    "unpaired-comparison": ("core/stats.py", "shared = sorted(set(mine) & set(best_tests))",
                             "shared = sorted(set(mine) & set(best_tests))[1:] or sorted(set(mine) & set(best_tests))",
                             PI + "test_the_best_setting_is_chosen_on_validation_never_on_test"),
     # -- issue 16's features (no --before: the code they mutate is new) ----------------------
@@ -212,12 +212,12 @@ MUTANTS = {
                            GP + "test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged"),
     "overflow-never-diverges": ("train.py", "overflowing = group.overflowing() - leaving", "overflowing = set()",
                                 GP + "test_a_member_whose_fp16_gradients_overflow_leaves_the_others_unchanged"),
-    "split-is-grouped": ("fused.py", 'if self.k == 1 or (form or self.kernels[name]) == "grouped":',
+    "split-is-grouped": ("core/fused.py", 'if self.k == 1 or (form or self.kernels[name]) == "grouped":',
                          "if True:", GP + "test_grouped_and_split_forms_of_every_layer_agree"),
-    "apart-on-member-0": ("fused.py", "h = act(F.conv2d(h, w[k], b[k], stride, padding))",
+    "apart-on-member-0": ("core/fused.py", "h = act(F.conv2d(h, w[k], b[k], stride, padding))",
                           "h = act(F.conv2d(h, w[0], b[0], stride, padding))",
                           GP + "test_split_kernels_make_each_fused_run_its_run_alone_exactly"),
-    "slower-kernel-kept": ("fused.py", "return {name: min(FORMS, key=lambda form:",
+    "slower-kernel-kept": ("core/fused.py", "return {name: min(FORMS, key=lambda form:",
                            "return {name: max(FORMS, key=lambda form:", GP + "test_kernels_are_chosen_by_the_timings"),
     "out-of-memory-fails-the-group": ("sweep.py", "                if train.out_of_memory(err) and len(left) > 1:",
                                       "                if False:",
@@ -228,7 +228,7 @@ MUTANTS = {
     "search-goes-on-after-oom": ("sweep.py", "            table[k] = None\n            train.release_memory()\n            break",
                                  "            table[k] = None\n            train.release_memory()\n            continue",
                                  GP + "test_the_search_stops_at_the_first_k_out_of_memory"),
-    "kernel-timing-draws-masks": ("fused.py", "            self.eval()\n            self.kernels = {name: \"grouped\"",
+    "kernel-timing-draws-masks": ("core/fused.py", "            self.eval()\n            self.kernels = {name: \"grouped\"",
                                   "            self.kernels = {name: \"grouped\"",
                                   FU + "test_choosing_kernels_changes_no_weight_and_no_dropout_stream"),
     # -- issue 21's features ------------------------------------------------------------------
@@ -238,10 +238,10 @@ MUTANTS = {
                      "if state_dict is not None:", DI + "test_each_save_choice_keeps_what_it_says"),
     "disk-check-ignored": ("sweep.py", 'if needs["low"] > free and not args.no_disk_check:', "if False:",
                            DI + "test_a_sweep_too_large_for_the_disk_stops_before_training_and_goes_on_with_the_flag"),
-    "resume-estimate-without-state": ("checkpoints.py", 'copies = 1 + optimizer_state_tensors(config["optimizer"])',
+    "resume-estimate-without-state": ("core/checkpoints.py", 'copies = 1 + optimizer_state_tensors(config["optimizer"])',
                                       "copies = 1", DI + "test_the_estimate_is_within_10_percent_of_what_a_sweep_writes"),
     # -- issues 17 and 19: outputs that agree, --tune-lr ----------------------------------------------
-    "plan-ignored": ("results.py", "    pending = [key for key, config in planned.items() if not finished(latest.get(key), config)]",
+    "plan-ignored": ("core/results.py", "    pending = [key for key, config in planned.items() if not finished(latest.get(key), config)]",
                      "    pending = []", OA + "test_from_results_refuses_an_unfinished_sweep_and_takes_it_when_told"),
     "partial-accepted": ("main_consolidated.py", "    if problem and not allow_partial:", "    if False:",
                          OA + "test_from_results_refuses_an_unfinished_sweep_and_takes_it_when_told"),
@@ -252,20 +252,20 @@ MUTANTS = {
     "old-evaluation-kept": ("sweep.py", "        forget_evaluations(out, experiment, stem)", "        pass",
                             OA + "test_a_retrained_model_never_shows_its_old_evaluation"),
     "tie-called-a-lead": ("report.py", "TIE = 0.005 ", "TIE = 0.0 ", OA + "test_report_words_a_tie_as_a_tie"),
-    "impossible-record-read": ("results.py", "    return problem or _impossible(run, name)", "    return problem",
+    "impossible-record-read": ("core/results.py", "    return problem or _impossible(run, name)", "    return problem",
                                "tests/test_edge_input.py::test_records_that_cannot_be_true_are_refused_in_one_sentence"),
-    "rate-chosen-on-test": ("stats.py", 'val, test = describe([r["best_val_acc"] for r in done]), describe([r["test_acc"] for r in done])',
+    "rate-chosen-on-test": ("core/stats.py", 'val, test = describe([r["best_val_acc"] for r in done]), describe([r["test_acc"] for r in done])',
                             'val, test = describe([r["test_acc"] for r in done]), describe([r["best_val_acc"] for r in done])',
                             TL + "test_each_setting_at_its_rate_chosen_on_validation"),
-    "rate-tie-to-larger": ("stats.py", '(round(r["best_val_acc_mean"], 9), -r["lr"]))',
+    "rate-tie-to-larger": ("core/stats.py", '(round(r["best_val_acc_mean"], 9), -r["lr"]))',
                            '(round(r["best_val_acc_mean"], 9), r["lr"]))',
                            TL + "test_a_tie_between_rates_goes_to_the_smaller_rate"),
-    "tuning-ignored": ("stats.py", "    if is_tuned(results):\n        rows, best", "    if False:\n        rows, best",
+    "tuning-ignored": ("core/stats.py", "    if is_tuned(results):\n        rows, best", "    if False:\n        rows, best",
                        TL + "test_each_setting_at_its_rate_chosen_on_validation"),
     "plan-before-device-resolved": ("sweep.py", "    everything = all_jobs(sweep, base, args)  #",
                                     '    everything = all_jobs(sweep, {**base, "device": "auto", "precision": "auto"}, args)  #',
                                     TL + "test_records_hold_the_resolved_device_and_precision"),
-    "fixed-is-chosen": ("stats.py", 't["own_lr"] if which == "own" or', 't["own_lr"] if which == "never" or',
+    "fixed-is-chosen": ("core/stats.py", 't["own_lr"] if which == "own" or', 't["own_lr"] if which == "never" or',
                         TL + "test_a_ranking_that_tuning_changes_is_shown_both_ways"),
     # -- issue 27's ten behaviours (each test written from the docs, then shown to fail on its mutant) ----
     "precision-of-device-0": ("train.py", "capability = torch.cuda.get_device_capability(device) if",
@@ -280,14 +280,14 @@ MUTANTS = {
     "cpu-oom-not-split": ("train.py", "\"out of memory\", \"can't allocate memory\", \"CUBLAS_STATUS_ALLOC_FAILED\",",
                           '"out of memory", "CUBLAS_STATUS_ALLOC_FAILED",',
                           BT + "test_the_cpu_allocators_out_of_memory_error_splits_the_group"),
-    "replan-keeps-old-config": ("results.py", "planned.update(configs)", "planned = {**configs, **planned}",
+    "replan-keeps-old-config": ("core/results.py", "planned.update(configs)", "planned = {**configs, **planned}",
                                 BT + "test_a_run_planned_again_with_another_config_is_unfinished_until_retrained"),
     "report-evaluation-by-setting-name": ("report.py", 'current.get((data.get("name"), data.get("seed")))',
                                           'current.get((run, data.get("seed")))',
                                           BO + "test_evaluations_of_seeded_runs_and_of_a_best_checkpoint_are_shown_in_the_report"),
     "save-leaves-stale-best": ("sweep.py", '(("last", last_path), ("best", best_path)):', '(("last", last_path),):',
                                BO + "test_save_over_an_earlier_training_leaves_no_stale_best_file"),
-    "bottom-edge-not-flagged": ("stats.py", 'chosen in (rates[0]["lr"],', 'chosen in (rates[-1]["lr"],',
+    "bottom-edge-not-flagged": ("core/stats.py", 'chosen in (rates[0]["lr"],', 'chosen in (rates[-1]["lr"],',
                                 BO + "test_a_rate_chosen_at_either_end_of_the_grid_is_flagged_as_at_the_edge"),
     "tuned-rate-of-another-optimizer": ("main_consolidated.py", 'tuned_rates[ablation] = (row["lr"], optimizer)',
                                         'tuned_rates[ablation] = (row["lr"], chosen["optimizer"])',
@@ -296,17 +296,17 @@ MUTANTS = {
                                         'if needs["high"] > free and not args.no_disk_check:',
                                         BO + "test_free_space_between_the_least_and_the_most_a_sweep_writes_warns_and_trains"),
     # -- issue 28's defects ----------------------------------------------------------------------
-    "temp-name-prefix-match": ("storage.py", "match = TEMPORARY_NAME.fullmatch(name)", "match = TEMPORARY_NAME.match(name)",
+    "temp-name-prefix-match": ("core/storage.py", "match = TEMPORARY_NAME.fullmatch(name)", "match = TEMPORARY_NAME.match(name)",
                                TF + "test_a_rerun_removes_its_own_runs_temporary_files_and_nothing_else"),
-    "merged-temp-not-cleaned": ("results.py", "return [results_path(out, experiment), csv_path", "return [csv_path",
+    "merged-temp-not-cleaned": ("core/results.py", "return [results_path(out, experiment), csv_path", "return [csv_path",
                                 TF + "test_sigkill_inside_a_write_leaves_a_temporary_file_that_the_rerun_removes"),
     "rates-that-print-alike": ("sweep.py", "        if len(set(shown)) < len(shown):", "        if False:",
                                NR + "test_rates_that_print_alike_are_refused_before_the_data_loads"),
     "repeated-run-accepted": ("sweep.py", "    if repeated:", "    if False:",
                               NR + "test_a_plan_that_names_two_runs_alike_is_refused"),
-    "damaged-tune-read": ("results.py", "        if not ok(tune.get(key)):", "        if False:",
+    "damaged-tune-read": ("core/results.py", "        if not ok(tune.get(key)):", "        if False:",
                           NR + "test_a_damaged_tuned_record_is_refused_in_one_sentence"),
-    "best-epoch-past-the-end": ("results.py", "    if best is not None and done is not None and best > done:",
+    "best-epoch-past-the-end": ("core/results.py", "    if best is not None and done is not None and best > done:",
                                 "    if best is not None and done is not None and best > done + 1:",
                                 NR + "test_a_damaged_tuned_record_is_refused_in_one_sentence"),
     "one-class-accepted": ("data.py", "if len(present) < 2:", "if len(present) < 1:",
@@ -321,9 +321,9 @@ MUTANTS = {
     "resume-counted-after-last-epoch": ("sweep.py", 'return (start // every + 1) * every < config["epochs"]',
                                         'return (start // every + 1) * every <= config["epochs"]',
                                         DP + "test_the_estimate_counts_a_resume_file_only_where_a_run_has_an_epoch_after_which_one_is_due"),
-    "forget-pending-drops-own": ("results.py", "if key not in keep and not finished(", "if key in keep and not finished(",
+    "forget-pending-drops-own": ("core/results.py", "if key not in keep and not finished(", "if key in keep and not finished(",
                                  DP + "test_a_narrowed_sweep_names_what_its_plan_still_holds_and_forget_pending_drops_it"),
-    "presence-not-shared": ("storage.py", "fcntl.flock(self.file, fcntl.LOCK_SH)", "fcntl.flock(self.file, fcntl.LOCK_UN)",
+    "presence-not-shared": ("core/storage.py", "fcntl.flock(self.file, fcntl.LOCK_SH)", "fcntl.flock(self.file, fcntl.LOCK_UN)",
                             DP + "test_forget_pending_drops_nothing_while_another_sweep_of_the_experiment_is_under_way"),
     # -- issue 29's CUDA paths, pinned on CPU ---------------------------------------------------------
     "oom-halves-dropped": ("sweep.py", "                for half in halves:\n                    train_part(half)",
@@ -331,10 +331,10 @@ MUTANTS = {
                              GP + "test_the_failed_group_is_freed_before_either_half_is_built"),
     "leaving-group-kept": ("train.py", "        self.model = self.params = self.optimizers = None\n",
                            "        pass\n", GP + "test_a_group_a_member_leaves_is_freed_before_the_smaller_group_is_built"),
-    "fused-adagrad-trusted": ("optimizers.py", "            cls([trial], lr=1e-3, fused=True, **extra).step()",
+    "fused-adagrad-trusted": ("core/optimizers.py", "            cls([trial], lr=1e-3, fused=True, **extra).step()",
                               "            cls([trial], lr=1e-3, fused=True, **extra)",
                               "tests/test_optimizers.py::test_an_optimizer_without_a_fused_kernel_for_the_device_takes_the_plain_one"),
-    "ddp-dropout-own-rows": ("fused.py", "return mask if rows is None else mask[rows[0]::rows[1]]",
+    "ddp-dropout-own-rows": ("core/fused.py", "return mask if rows is None else mask[rows[0]::rows[1]]",
                              "return mask if rows is None else mask[:part.shape[0]]",
                              "tests/test_distributed.py::test_each_process_of_a_data_parallel_batch_draws_the_single_process_dropout_masks"),
     "spread-waits-at-a-barrier": ("sweep.py", '        wait_for_ranks("recorded", world)', "        dist.barrier()",
@@ -451,7 +451,7 @@ def caught(name: str, before: bool = False) -> bool:
 #     .venv/bin/python tests/mutants.py --all --sample 40             # the whole code
 #     .venv/bin/python tests/mutants.py --since 3d6a508 --list        # the sample only, nothing run
 #
-# Every mutant of the candidate lines (the top-level *.py files' lines added or changed since
+# Every mutant of the candidate lines (the *.py files' lines (top level and core/) added or changed since
 # REV, or all of them) is listed in a fixed order; N of them are drawn with a seed taken from
 # the HEAD commit's id. Each runs on the tests that reach its line in a coverage map of the whole
 # suite with one context per test (the processes a test starts included), or on the whole suite
@@ -460,7 +460,7 @@ def caught(name: str, before: bool = False) -> bool:
 
 # mechanical mutants no test can tell from the right code: id (as the report prints it): the reason
 MECHANICAL_EQUIVALENT = {
-    "stats.py:c1b280b3:int+1:0": "round(mean, 9) -> round(mean, 10) in the choice of a tuned rate: the rounding "
+    "core/stats.py:c1b280b3:int+1:0": "round(mean, 9) -> round(mean, 10) in the choice of a tuned rate: the rounding "
                                  "only makes means that differ by float error (about 1e-16) tie; two means of "
                                  "accuracies (counts / N) that really differ do so by at least 1 / (N x seeds), "
                                  "over 1e-7 for any split and seed count a sweep can have, so 9 and 10 digits "
@@ -675,10 +675,22 @@ def mutated_text(file_text: str, mutant: dict):
 
 
 def changed_lines(rev, files) -> dict:
-    """{file: set of line numbers} added or changed in the working tree since rev (git diff -U0)."""
-    diff = subprocess.run(["git", "diff", "-U0", "--no-color", "--no-ext-diff", rev, "--", *files], cwd=ROOT,
-                          capture_output=True, text=True, check=True).stdout
-    return lines_of_diff(diff)
+    """{file: set of line numbers} added or changed in the working tree since rev (git diff -U0).
+    A module that moved into core/ since rev is compared with its old top-level self, so that
+    only its changed lines count."""
+    at_rev = set(_git("ls-tree", "-r", "--name-only", rev).splitlines())
+    lines = {}
+    for f in files:
+        before = f if f in at_rev else os.path.basename(f) if os.path.basename(f) in at_rev else None
+        with tempfile.NamedTemporaryFile("w", suffix=".py") as old:
+            if before is not None:
+                old.write(_git("show", f"{rev}:{before}") + "\n")
+                old.flush()
+            diff = subprocess.run(["git", "diff", "--no-index", "-U0", "--no-color", "--no-ext-diff", old.name,
+                                   os.path.join(ROOT, f)], capture_output=True, text=True).stdout
+        for new_lines in lines_of_diff(diff).values():
+            lines[f] = new_lines
+    return lines
 
 
 def lines_of_diff(diff: str) -> dict:
@@ -694,9 +706,14 @@ def lines_of_diff(diff: str) -> dict:
     return lines
 
 
+CODE_FOLDERS = ("", "core")  # the top level and the package; the tests are not mutated
+
+
 def code_files(root: str) -> list:
-    """The code mutated: the repository's top-level *.py files (the tests are not)."""
-    return sorted(f for f in os.listdir(root) if f.endswith(".py") and os.path.isfile(os.path.join(root, f)))
+    """The code mutated: the *.py files of the top level and of core/, as paths relative to root."""
+    return sorted(os.path.join(folder, f) for folder in CODE_FOLDERS if os.path.isdir(os.path.join(root, folder))
+                  for f in os.listdir(os.path.join(root, folder))
+                  if f.endswith(".py") and os.path.isfile(os.path.join(root, folder, f)))
 
 
 def _stable_id(file: str, lines: list, mutant: dict, index: int) -> str:
@@ -809,7 +826,7 @@ def build_coverage_map(snapshot: str, work: str, selection=("tests",)) -> dict:
     patch = "patch = _exit\n" if hasattr(coverage.config.CoverageConfig(), "patch") else ""
     with open(rc, "w") as f:
         f.write(f"[run]\nparallel = True\ndata_file = {data_dir}/.coverage\ncontext = ${{MUTANTS_TEST_ID}}\n"
-                f"include =\n    {repo}/*.py\nomit =\n    {repo}/tests/*\n    {repo}/.venv/*\n{patch}"
+                f"include =\n    {repo}/*.py\n    {repo}/core/*.py\nomit =\n    {repo}/tests/*\n    {repo}/.venv/*\n{patch}"
                 "disable_warnings =\n    no-data-collected\n    module-not-measured\n    module-not-imported\n"
                 "    couldnt-parse\n    no-ctracer\n")
     env = {k: v for k, v in os.environ.items() if k not in ("MUTANTS_TEST_ID", "COVERAGE_PROCESS_CONFIG")}
@@ -839,7 +856,7 @@ def build_coverage_map(snapshot: str, work: str, selection=("tests",)) -> dict:
     tests, sets, files = {}, {}, {}
     for measured in data.measured_files():
         rel = os.path.relpath(measured, repo)
-        if os.sep in rel or not rel.endswith(".py"):
+        if os.path.dirname(rel) not in CODE_FOLDERS or not rel.endswith(".py"):
             continue
         for line, contexts in (data.contexts_by_lineno(measured) or {}).items():
             reached = set()
@@ -958,8 +975,8 @@ def mechanical_parser():
     import argparse
     parser = argparse.ArgumentParser(prog="tests/mutants.py", description="mechanical mutants of the code")
     scope = parser.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--since", metavar="REV", help="the lines of the top-level *.py files added or changed since REV")
-    scope.add_argument("--all", action="store_true", help="every line of the top-level *.py files")
+    scope.add_argument("--since", metavar="REV", help="the lines of the *.py files (top level and core/) added or changed since REV")
+    scope.add_argument("--all", action="store_true", help="every line of the *.py files of the top level and core/")
     parser.add_argument("--sample", type=int, default=60, metavar="N", help="how many mutants to draw (default 60)")
     parser.add_argument("--seed-commit", default="HEAD", metavar="REV",
                         help="the commit whose id seeds the draw (default HEAD): an earlier HEAD draws its sample again")

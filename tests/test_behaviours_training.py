@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-import checkpoints
+from core import checkpoints
 import data
 import plotting
-import results
+from core import results
 import sweep
 import train
 from conftest import interrupt_second_epoch, load_results, run_config, run_script, tiny_argv
 from test_gpu_paths import _BlowUp  # an fp16 overflow in one member
-from fused import FusedAlexNet
+from core.fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import bench
-import fused
+from core import fused
 
 
 def test_step_mode_writes_both_rates(tmp_path, capsys):

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-import checkpoints
+from core import checkpoints
 import evaluate
 import sweep
 import train

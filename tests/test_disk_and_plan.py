@@ -6,12 +6,12 @@ import collections
 import json
 import shutil
 
-import checkpoints
+from core import checkpoints
 import main_consolidated
 import plotting
 import report
-import results
-import storage
+from core import results
+from core import storage
 import sweep
 import train
 from conftest import as_group, fabricated, one_batch, run_script, tiny_argv

@@ -166,7 +166,7 @@ def test_each_process_of_a_data_parallel_batch_draws_the_single_process_dropout_
     masks for its own rows from the same seed, so the i-th image of every rank got the same mask:
     less dropout noise than the one-process run, which the dropout ablation would then misjudge)."""
     from alexnet import AlexNet
-    from fused import FusedAlexNet
+    from core.fused import FusedAlexNet
 
     def model():
         torch.manual_seed(0)

@@ -10,10 +10,10 @@ import torch
 
 import data
 import evaluate
-import logs
+from core import logs
 import plotting
 import report
-import results
+from core import results
 import sweep
 import train
 from conftest import run_script, tiny_argv, write_image_folder
@@ -125,7 +125,7 @@ def test_shorten_cuts_at_a_sentence_end_or_a_word():
 
 
 def test_a_damaged_checkpoint_names_its_cause_in_whole_words(tmp_path, monkeypatch):
-    import checkpoints
+    from core import checkpoints
     path = tmp_path / "a.pt"
     path.write_bytes(b"junk")
 
@@ -139,7 +139,7 @@ def test_a_damaged_checkpoint_names_its_cause_in_whole_words(tmp_path, monkeypat
 
 
 def test_a_resume_file_that_cannot_be_used_is_named_in_whole_words(tmp_path, monkeypatch, capsys):
-    import checkpoints
+    from core import checkpoints
     path = tmp_path / "a.resume.pt"
     path.write_bytes(b"junk")
 
@@ -154,7 +154,7 @@ def test_a_resume_file_that_cannot_be_used_is_named_in_whole_words(tmp_path, mon
 
 def test_a_checkpoint_that_builds_no_alexnet_is_named_in_whole_words(tmp_path, monkeypatch):
     import alexnet
-    import checkpoints
+    from core import checkpoints
     path = tmp_path / "a.pt"
     path.write_bytes(b"junk")
     monkeypatch.setattr(checkpoints, "load", lambda p: {**{k: None for k in evaluate.SCHEMA}, "config": {

@@ -8,7 +8,7 @@ import torch
 import data
 import train
 from conftest import run_config
-from fused import FusedAlexNet
+from core.fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import sweep
 import train
 from alexnet import AlexNet
 from conftest import load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
-from fused import LAYERS
+from core.fused import LAYERS
 
 RTOL = 1e-4
 
@@ -106,7 +106,7 @@ def test_choosing_kernels_changes_no_weight_and_no_dropout_stream(tiny_split):
     streams = [g.get_state() for g in group.model.generators]
     x, _ = next(train.group_batches(split.train, [0, 1], 0))
     x = x[:1]  # one image (each member's first) is enough to time every layer in both forms: about a third less CPU
-    import fused
+    from core import fused
     fused._CHOSEN.clear()
     chosen = group.choose_kernels(x, "fp32", "auto")
     assert chosen["how"].startswith("timed") and set(chosen["seconds"]) >= set(LAYERS)  # both forms were run
@@ -204,7 +204,7 @@ def test_groups_are_few_and_even(tmp_path, n, k, sizes):
 
 
 def test_runs_resumed_from_different_epochs_train_in_separate_groups(tmp_path):
-    import checkpoints
+    from core import checkpoints
     jobs = sweep.plan([(f"s{i}", {}) for i in range(3)], config(), 1)
     checkpoints.save({"epoch": 1, "config": jobs[1].config}, checkpoints.resume_path(str(tmp_path), jobs[1].stem))
     groups = sweep.make_groups(jobs, 3, str(tmp_path))

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import fused
+from core import fused
 from conftest import write_mnist_like
 
 

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import data
-import fused
+from core import fused
 import sweep
 import train
 from alexnet import AlexNet
 from conftest import load_results, one_batch, run_config, run_script, tiny_argv
-from fused import FusedAlexNet
+from core.fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ def test_ctrl_c_inside_a_results_write_keeps_the_previous_file(mnist_dir, tmp_pa
     code, _, err = run_script("main_learning_rate", one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, out)]))
     assert code == 0, err
     before = (out / "results" / "learning_rate.json").read_text()
-    import storage
+    from core import storage
     real = storage.os.fsync
 
     def fsync(fd):  # the write that records lr_0.001 (the sweep's start rewrites the file too: its plan)
@@ -173,7 +173,7 @@ def holds_run(fd, prefix, run=None) -> bool:
 def enospc_on(monkeypatch, prefix, run=None):
     """Make fsync fail with ENOSPC on temporary files whose name starts with prefix (and that
     hold run's record, where run is given)."""
-    import storage
+    from core import storage
     real = storage.os.fsync
 
     def fsync(fd):
@@ -395,7 +395,7 @@ def test_ctrl_c_while_the_script_starts_is_one_line(mnist_dir, tmp_path):
     wrapper = tmp_path / "ctrl_c_at_start.py"
     wrapper.write_text(f"""import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
-import storage
+from core import storage
 real = storage.one_line_interrupts
 def one_line_interrupts():
     real()

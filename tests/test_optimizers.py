@@ -4,7 +4,7 @@ allows, yet its constructor accepts CUDA parameters and fails only at the first 
 import pytest
 import torch
 
-import optimizers
+from core import optimizers
 
 
 class FailsAtFusedStep(torch.optim.Adagrad):

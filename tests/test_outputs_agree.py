@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import report
-import results
+from core import results
 import train
 from conftest import as_group, fabricated, load_results, one_batch, run_script, tiny_argv
 from test_report import consolidated_with_fake_training, section, write_study

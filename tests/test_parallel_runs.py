@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-import results
+from core import results
 
 from conftest import HANG, ROOT, TORCHRUN, load_results, run_script, tiny_argv, wait_for
 
@@ -55,7 +55,7 @@ def test_two_processes_on_one_out_keep_all_their_runs(mnist_dir, tmp_path):
 
 
 def test_a_run_claimed_by_another_process_is_left_to_it(mnist_dir, tmp_path):
-    import storage
+    from core import storage
     out = tmp_path / "out"
     claim = storage.Claim(str(out / "models" / "learning_rate" / ".lr_0.0001.lock"))
     assert claim.acquire()

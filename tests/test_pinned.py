@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import data
-import results
-import stats
-import storage
+from core import results
+from core import stats
+from core import storage
 import sweep
 import train
 from alexnet import AlexNet
 from conftest import load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
-from fused import FusedAlexNet
+from core.fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +368,7 @@ class _Code:
 
 
 def test_a_checkpoint_holding_code_is_refused(tmp_path):
-    import checkpoints
+    from core import checkpoints
     path = tmp_path / "evil.pt"
     torch.save({"model": _Code()}, path)
     with pytest.raises(checkpoints.CheckpointError, match="evil.pt"):

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-import checkpoints
+from core import checkpoints
 import data
 import train
 from alexnet import AlexNet

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import data
-import stats
+from core import stats
 import train
 from conftest import as_group, real_train_run, fabricated, load_results, one_batch, run_script, tiny_argv
 

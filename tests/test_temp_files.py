@@ -178,7 +178,7 @@ def test_a_folder_unwritable_inside_a_write_leaves_a_temporary_file_that_the_rer
     """The final checkpoint's write fails and its temporary file cannot be removed either (the
     folder turned unwritable meanwhile): the sweep stops with one sentence; once the folder is
     writable again, the rerun removes the file and finishes."""
-    import storage
+    from core import storage
     out = tmp_path / "out"
     prefix = f".{RUN}.pt."
     real_fsync, real_remove = storage.os.fsync, storage.os.remove

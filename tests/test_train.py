@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-import checkpoints
+from core import checkpoints
 import train
 from alexnet import AlexNet
 from conftest import run_config, tiny_split_of
@@ -17,7 +17,7 @@ from conftest import run_config, tiny_split_of
 # Weight penalty: L1 * sum(|w|) + L2 * sum(w^2) over every parameter, biases included, per run
 
 def two_fused_alexnets():
-    from fused import FusedAlexNet
+    from core.fused import FusedAlexNet
     torch.manual_seed(0)
     members = [AlexNet(image_size=67), AlexNet(image_size=67)]
     return members, FusedAlexNet(members, ["relu", "relu"], [0.0, 0.0], [None, None])

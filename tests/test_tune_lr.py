@@ -251,7 +251,7 @@ def test_evaluate_takes_each_tuned_model_at_its_chosen_rate(mnist_dir, tmp_path,
 
 def test_a_tie_between_rates_goes_to_the_smaller_rate():
     """(0.6 + 0.7) / 2 and (0.65 + 0.65) / 2 differ in the last bit: still a tie."""
-    import stats
+    from core import stats
 
     def run(lr, val, seed):
         return {"name": f"relu_at_lr{lr:g}", "params": {"activation": "relu", "lr": lr}, "seed": seed,

@@ -13,7 +13,7 @@ import sweep
 import train
 from alexnet import AlexNet
 from conftest import ROOT, load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
-from fused import FusedAlexNet
+from core.fused import FusedAlexNet
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_the_quick_preset_is_the_documented_one():
 # 6. Files are replaced whole: a write that fails leaves the previous file
 
 def test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary(tmp_path):
-    import storage
+    from core import storage
     path = tmp_path / "results.json"
     storage.atomic_write_text(str(path), "previous")
 
@@ -130,8 +130,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary(tmp
 
 
 def test_results_and_csv_go_through_the_atomic_writer(tmp_path, monkeypatch):
-    import results
-    import storage
+    from core import results
+    from core import storage
     written = []
     real = storage.atomic_write
     monkeypatch.setattr(storage, "atomic_write", lambda path, *a, **k: written.append(path) or real(path, *a, **k))
@@ -169,7 +169,7 @@ def test_a_run_failing_after_a_checkpoint_resumes_on_rerun(mnist_dir, tmp_path, 
 # Further: what a user of several processes relies on
 
 def test_the_same_run_is_recognised_whatever_the_checkpoint_cadence():
-    import results
+    from core import results
     a = config()
     assert results.same_config(a, {**a, "checkpoint_seconds": 600, "checkpoint_every": 3})
     assert not results.same_config(a, {**a, "lr": 2e-4})

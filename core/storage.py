@@ -20,7 +20,7 @@ import signal
 import threading
 import uuid
 
-import logs
+from core import logs
 
 try:
     import fcntl

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet import ACTIVATIONS
+from core.activations import ACTIVATIONS
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")  # strides and paddings: alexnet.py's
 POOLED = ("conv1", "conv2", "conv5")

@@ -23,9 +23,9 @@ import random
 import numpy as np
 import torch
 
-from logs import shorten
-from optimizers import make_optimizer
-from storage import atomic_write
+from core.logs import shorten
+from core.optimizers import make_optimizer
+from core.storage import atomic_write
 
 
 class CheckpointError(Exception):
@@ -48,7 +48,7 @@ def link_or_copy(source: str, path: str) -> None:
     """path becomes the same file as source (a hard link, replacing path atomically): no
     second copy on disk. Where the filesystem has no hard links, a copy, written atomically."""
     import shutil
-    from storage import WriteError, describe, ensure_folder, temporary_name
+    from core.storage import WriteError, describe, ensure_folder, temporary_name
     ensure_folder(os.path.dirname(path) or ".")
     tmp = temporary_name(path)
     try:

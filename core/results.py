@@ -16,7 +16,7 @@ import json
 import math
 import os
 
-from storage import atomic_write_text, locked, remove_left_behind
+from core.storage import atomic_write_text, locked, remove_left_behind
 
 STATUSES = ("completed", "diverged", "failed")
 # how reports and plots name each experiment
@@ -425,7 +425,7 @@ def _csv(runs: list) -> str:
 def write_results(out: str, experiment: str, order: list | None = None) -> dict:
     """Rebuild results/<experiment>.json and .csv from every run recorded so far, under a
     lock so that two processes finishing at once cannot write an older view last."""
-    import stats
+    from core import stats
     with locked(os.path.join(out, "results", f".{experiment}.lock")):
         remove_left_behind(merged_paths(out, experiment))
         results = read_results(out, experiment, order)
