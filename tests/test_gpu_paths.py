@@ -371,6 +371,7 @@ def test_which_errors_count_as_out_of_memory(text, is_oom):
     ("cuda:0", (8, 0), False, "bf16", "bf16"),  # an A100's run on an A100
     ("cuda:0", (7, 5), False, "bf16", "fp16"),  # an A100's run on a T4: bf16 only emulated there
     ("cuda:0", (7, 0), False, "fp16", "fp16"),
+    ("cuda:0", (8, 0), False, "fp16", "fp16"),  # a V100's fp16 run on an A100: fp16 is native there too
     ("cuda:0", (6, 1), False, "fp16", "fp32"),  # a P100 has no fp16 tensor cores
     ("cuda:0", (6, 1), False, "fp32", "fp32"),
     ("cpu", None, True, "bf16", "bf16"),

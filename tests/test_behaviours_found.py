@@ -1,0 +1,104 @@
+"""Behaviours that mechanical mutants (tests/mutants.py --since / --all) found untested: each
+test here failed on the mutant named in its docstring and passes on the code."""
+import json
+
+import pytest
+from matplotlib.container import ErrorbarContainer
+
+from conftest import load_results
+from core import results
+from test_pictures import figures  # noqa: F401 (a fixture)
+from test_tune_lr import tuned_sweep  # noqa: F401 (a fixture)
+from test_gpu_check import fake_gpus, fake_steps, write_mnist_like
+
+
+def test_every_gpu_check_step_records_the_command_it_ran_without_its_scratch_output(monkeypatch, tmp_path):
+    """gpu_check.json gives each step's command, to rerun it by hand: the command run, less only
+    its scratch --out folder and bench's --json file (mutant: one more word dropped, so that
+    '--kernels grouped' or '--epochs 1' lost its value)."""
+    import gpu_check
+    fake_gpus(monkeypatch)
+    fake_run, commands = fake_steps(bench_rate=3000.0, out_of_memory_output="going on as 8 + 8")
+    monkeypatch.setattr(gpu_check, "run", fake_run)
+    write_mnist_like(tmp_path / "fmnist", n_train=40, n_test=10)
+    for tiny in ([], ["--tiny"]):
+        commands.clear()
+        gpu_check.main([*tiny, "--device", "cuda", "--data-dir", str(tmp_path / "fmnist"), "--out", str(tmp_path)])
+        steps = json.loads((tmp_path / "results" / "gpu_check.json").read_text())["steps"]
+        recorded = [s["command"] for s in steps.values() if "command" in s]
+        assert len(recorded) == len(commands) == 7, (recorded, commands)
+        for command, shown in zip(commands, recorded):
+            words = list(command)
+            for flag in ("--out", "--json"):
+                if flag in words:
+                    i = words.index(flag)
+                    del words[i:i + 2]
+            script = next(i for i, w in enumerate(words) if w.endswith(".py"))
+            tail = shown.split()[-(len(words) - script):]
+            assert tail == words[script:], (tiny, shown, command)
+            assert shown.startswith("python ") and "--out" not in shown.split(), shown
+
+
+def valid_run(**config):
+    return {"name": "p0", "params": {"dropout": 0.0}, "seed": 0, "status": "completed", "test_acc": 0.5,
+            "best_val_acc": 0.6, "history": {"loss": [1.0], "train_acc": [0.4], "val_acc": [0.6]},
+            "config": {"dropout": 0.0, "epochs": 1, **config}}
+
+
+@pytest.mark.parametrize("size, fine", [(None, True), (1, True), (9000, True), (0, False), (-5, False),
+                                        (2.5, False), ("100", False), (True, False)])
+def test_a_record_without_a_size_cap_reads_and_a_cap_below_one_is_refused(size, fine):
+    """--train-size, --val-size and --test-size are caps; a run without one records null (the
+    regime's own size) and reads back; a record whose cap is not a whole number of at least 1 is
+    damaged (mutant: 'v is not None or ...', which refused null and let 0 and '100' through)."""
+    for key in ("train_size", "val_size", "test_size"):
+        problem = results.run_problem(valid_run(**{key: size}))
+        assert (problem is None) == fine, (key, size, problem)
+        if not fine:
+            assert key in problem
+
+
+def write_dropout(out, val_gap):
+    """A dropout sweep of two settings, two seeds each, whose mean best validation accuracies
+    differ by val_gap (a fraction) and whose test accuracies differ clearly."""
+    runs = []
+    for name, p, val, test in (("p0", 0.0, 0.8, 0.70), ("p0.25", 0.25, 0.8 - val_gap, 0.60)):
+        for seed in (0, 1):
+            run = valid_run(epochs=1)
+            run.update(name=name, params={"dropout": p}, seed=seed, best_val_acc=val, test_acc=test + 0.01 * seed)
+            del run["config"]  # a results file as fabricated here: no config line in the report
+            runs.append(run)
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "dropout.json").write_text(json.dumps({"experiment": "dropout", "runs": runs}))
+
+
+@pytest.mark.parametrize("gap_points, tied", [(0.00499, True), (0.0049, True), (0.0051, False), (0.01, False)])
+def test_settings_whose_validation_means_print_alike_are_called_tied(tmp_path, gap_points, tied):
+    """REPORT.md prints means at two decimals of a percent: two settings whose mean validation
+    accuracies differ by less than 0.005 points (so print alike) are named as tied for best;
+    from 0.005 up they are not (mutant: the bound divided by 101, not 100)."""
+    import report
+    write_dropout(tmp_path, gap_points / 100)
+    assert report.main(["--out", str(tmp_path)]) == 0
+    text = (tmp_path / "results" / "REPORT.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| p0 "))
+    assert ("tied on validation with p0.25" in row) == tied, row
+
+
+def test_the_isolation_plot_draws_each_interval_the_results_give(tuned_sweep, figures):
+    """A tuned sweep's isolation plot: each setting's error bar, after tuning, spans exactly the
+    95% interval over seeds that the results file gives for it (mutant: the bar's lower half
+    measured from the mean upwards)."""
+    import plotting
+    res = load_results(tuned_sweep["out"], "activation")
+    plotting.plot_experiment(res, str(tuned_sweep["out"] / "images"))
+    ax = figures["activation_isolation.png"].axes[0]
+    rows = {r["setting"]: r for r in res["summary"]}  # the comparison at each setting's chosen rate
+    spans = set()
+    for c in ax.containers:
+        if isinstance(c, ErrorbarContainer) and c.get_label().endswith("after tuning"):
+            for collection in c.lines[2]:
+                spans |= {(round(float(s[0][1]), 6), round(float(s[1][1]), 6)) for s in collection.get_segments()}
+    expected = {(round(100 * rows[n][f"{key}_ci95"][0], 6), round(100 * rows[n][f"{key}_ci95"][1], 6))
+                for n in rows for key in ("best_val_acc", "test_acc")}
+    assert spans == expected and len(expected) == 4, (spans, expected)
