@@ -92,7 +92,7 @@ def differences(a, b, path: str, found: list) -> int:
             if key in IGNORED_KEYS:
                 continue
             if key not in a or key not in b:
-                found.append((f"{path}/{key}", a.get(key, "<missing>"), b.get(key, "<missing>")))
+                found.append((f"{path}/{key}", short(a.get(key, "<missing>")), short(b.get(key, "<missing>"))))
                 count += 1
             else:
                 count += differences(a[key], b[key], f"{path}/{key}", found)
@@ -192,14 +192,14 @@ def main(argv=None) -> int:
     p.add_argument("after", nargs="?", help="a revision (default: the working tree, as it is)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folders and print where they are")
     args = p.parse_args(argv)
-    for name, (script, *flags) in COMMANDS.items():
-        print(f"{name}: {script} {' '.join(flags)} --out DIR")
     folder = Path(tempfile.mkdtemp(prefix="compare_outputs."))
     try:
         (folder / "before").mkdir()
         (folder / "after").mkdir()
         src_before = export(args.before, folder / "before")
         src_after = export(args.after, folder / "after") if args.after else REPO
+        for name, (script, *flags) in COMMANDS.items():
+            print(f"{name}: {script} {' '.join(flags)} --out DIR")
         before = run_all(src_before, folder / "before", f"before ({args.before})")
         after = run_all(src_after, folder / "after", f"after ({args.after or 'the working tree'})")
         problems = compare_runs(before, after)
