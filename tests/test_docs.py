@@ -28,6 +28,8 @@ EXPERIMENTS = tuple(s[len("main_"):-len(".py")] for s in TRAINING)
 E2E, TUNE, REP, OUT = "tests/test_scripts_e2e.py::", "tests/test_tune_lr.py::", "tests/test_report.py::", \
     "tests/test_outputs_agree.py::"
 EVAL, PAR, BENCH = "tests/test_evaluate.py::", "tests/test_parallel_runs.py::", "tests/test_bench.py::"
+# trains two revisions for minutes: its test file checks the command line and the comparison, training nothing
+COMPARE = "tests/test_compare_outputs.py::test_a_revision_that_is_no_commit_is_refused_in_one_sentence"
 DEFAULT_SWEEP = ["tests/test_cli.py::test_default_values_give_the_documented_runs", E2E + "test_script_end_to_end"]
 RUN_BY = {
     "./setup.sh": [".ci/run"],
@@ -107,6 +109,8 @@ RUN_BY = {
     "gpu_check.py": ["tests/test_gpu_check.py::test_gpu_check_runs_end_to_end_at_a_tiny_size"],
     "gpu_check.py --data-dir /usr/share/datasets/fashion-mnist":
         ["tests/test_gpu_check.py::test_gpu_check_runs_end_to_end_at_a_tiny_size"],
+    "tests/compare_outputs.py 922a8e1 fb39e4b": [COMPARE],
+    "tests/compare_outputs.py main": [COMPARE],
 }
 
 
