@@ -934,7 +934,8 @@ def run_mutant(snapshot: str, mutant: dict, new_text: str, tests: list, timeout:
         with open(os.path.join(repo, mutant["file"]), "w", encoding="utf-8") as f:
             f.write(new_text)
         files = {t.split("::")[0] for t in tests}
-        spread = [] if len(tests) > 5 and len(files) > 1 else ["-n0"]  # one file or a few tests: no xdist
+        # one file or a few tests: no xdist; the whole suite (no test in the map) in parallel as usual
+        spread = [] if not tests or (len(tests) > 5 and len(files) > 1) else ["-n0"]
         command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *spread,
                    "--basetemp", os.path.join(dest, "pytest-files"), *(tests or ["tests"])]
         env = _plain_env()
@@ -1028,7 +1029,7 @@ def mechanical(argv) -> int:
         if os.path.exists(report_path) and not args.fresh:
             earlier = json.load(open(report_path))
             if all(earlier.get(k) == report[k] for k in ("digest", "sample", "seed")):
-                report["results"] = {k: v for k, v in earlier["results"].items() if v["status"] != "error"}
+                report["results"] = {k: v for k, v in earlier["results"].items() if v["status"] not in ("error", "timeout")}
                 if report["results"]:
                     print(f"{len(report['results'])} mutants done before, taken from {report_path} (--fresh runs them again)")
         for i, m in enumerate(sample, 1):
