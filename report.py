@@ -179,11 +179,24 @@ def section(experiment: str, title: str, results: dict, images_dir: str, images_
         configs = {run["name"]: run.get("config") or run["params"] for run in runs}
         lines += ["Models as trained: " + "; ".join(f"{name}: {describe_model(configs[name])}" for name in rows)
                   + ".", ""]
-    lines += ["| setting | n | test acc % (mean ± std) | 95% interval | best val acc % | "
-              "vs best: test diff (points) | 95% interval | p |",
-              "|---|---|---|---|---|---|---|---|"]
     tied = [n for n, r in rows.items() if best and n != best and r["best_val_acc_mean"] is not None
             and abs(r["best_val_acc_mean"] - rows[best]["best_val_acc_mean"]) < TIE / 100]
+    lines += settings_table(rows, best, tied)
+    if stats.is_tuned(results):
+        lines += tuning_lines(results, rows)
+    lines += [f"**Verdict.** {verdict(experiment, rows, best_info, tied)}", ""]
+    for kind in PLOTS:
+        if os.path.exists(os.path.join(images_dir, f"{experiment}_{kind}.png")):
+            lines.append(f"![{experiment} {kind}]({images_rel}/{experiment}_{kind}.png)")
+    lines.append("")
+    return lines, best, rows
+
+
+def settings_table(rows: dict, best, tied: list) -> list:
+    """A section's table: each setting's test accuracy over seeds and its paired difference from the best."""
+    lines = ["| setting | n | test acc % (mean ± std) | 95% interval | best val acc % | "
+             "vs best: test diff (points) | 95% interval | p |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         vs = r.get("vs_best") or {}
         note = "" if name != best else f" (best; tied on validation with {', '.join(tied)})" if tied else " (best)"
@@ -196,28 +209,27 @@ def section(experiment: str, title: str, results: dict, images_dir: str, images_
         lines.append(f"| {name}{note} | {r['n']} | {mean_std(r['test_acc_mean'], r['test_acc_std'])} | "
                      f"{interval(r['test_acc_ci95'])} | {mean_std(r['best_val_acc_mean'], r['best_val_acc_std'])} | "
                      f"{diff} | {'-' if name == best else interval(vs.get('ci95'))} | {p} |")
-    lines.append("")
-    if stats.is_tuned(results):
-        lines += tuning_lines(results, rows)
-    verdict = "No setting completed."
-    if best:
-        others = [n for n, r in rows.items() if n != best and r["best_val_acc_mean"] is not None]
-        if experiment == "consolidated" and {"baseline", "consolidated"} <= set(rows):
-            verdict = compare(rows, "consolidated", "baseline")
-        elif others:
-            runner = max(others, key=lambda n: rows[n]["best_val_acc_mean"])
-            lead = f"Best by validation accuracy: {best}" + (f", tied with {', '.join(tied)}" if tied else "")
-            verdict = f"{lead}. " + compare(rows, best, runner)
-        else:
-            verdict = f"Only {best} completed."
-        if best_info["at_edge"]:
-            verdict += " The best value lies at the edge of the swept range: widen it before calling it optimal."
-    lines += [f"**Verdict.** {verdict}", ""]
-    for kind in PLOTS:
-        if os.path.exists(os.path.join(images_dir, f"{experiment}_{kind}.png")):
-            lines.append(f"![{experiment} {kind}]({images_rel}/{experiment}_{kind}.png)")
-    lines.append("")
-    return lines, best, rows
+    return lines + [""]
+
+
+def verdict(experiment: str, rows: dict, best_info, tied: list) -> str:
+    """A section's verdict: the best setting against the runner-up (the consolidated model against
+    the baseline), with its uncertainty."""
+    if not best_info:
+        return "No setting completed."
+    best = best_info["setting"]
+    others = [n for n, r in rows.items() if n != best and r["best_val_acc_mean"] is not None]
+    if experiment == "consolidated" and {"baseline", "consolidated"} <= set(rows):
+        text = compare(rows, "consolidated", "baseline")
+    elif others:
+        runner = max(others, key=lambda n: rows[n]["best_val_acc_mean"])
+        lead = f"Best by validation accuracy: {best}" + (f", tied with {', '.join(tied)}" if tied else "")
+        text = f"{lead}. " + compare(rows, best, runner)
+    else:
+        text = f"Only {best} completed."
+    if best_info["at_edge"]:
+        text += " The best value lies at the edge of the swept range: widen it before calling it optimal."
+    return text
 
 
 def class_sections(out: str, images_rel: str, runs: list) -> list:
