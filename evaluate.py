@@ -168,7 +168,7 @@ def summarize(logits, labels, classes: list) -> dict:
 def plot_confusion(summary: dict, title: str, path: str) -> str:
     """Each true class's row as % of its images, colour bar 0 to 100 %; title above, clear of the bar."""
     import textwrap
-    from plotting import HUMAN_EXPERIMENTS, _pyplot, _save
+    from plotting import _pyplot, _save, titles
     plt = _pyplot()
     confusion = np.array(summary["confusion"], dtype=float)
     rows = 100 * confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
@@ -186,7 +186,7 @@ def plot_confusion(summary: dict, title: str, path: str) -> str:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     experiment, sep, run = title.partition(" / ")  # "<experiment> / <run>": the experiment in words
-    heading = textwrap.fill(HUMAN_EXPERIMENTS.get(experiment, experiment) + sep + run,
+    heading = textwrap.fill(titles().get(experiment, experiment) + sep + run,
                             width=int(9 * fig.get_figwidth()))
     ax.set_title(f"{heading}\ntest accuracy {100 * summary['test_acc']:.2f}%", fontsize=10, pad=10)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

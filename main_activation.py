@@ -8,14 +8,14 @@ Held fixed: Adam at 1e-4, no dropout, no weight penalty, batch 64, the
 import sys
 
 from core import logs
+from core.ablation import Ablation, Finding
 
-logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+if __name__ == "__main__":  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+    logs.one_line_interrupts()
 import sweep  # noqa: E402
-from alexnet import ACTIVATIONS  # noqa: E402
+from core.activations import ACTIVATIONS  # noqa: E402
 
-EXPERIMENT = "activation"
 VALUES = ["relu", "sigmoid", "leakyrelu", "tanh", "elu"]
-SETTINGS = dict(regime="subset", epochs=25)
 
 
 def make_run(value: str):
@@ -24,9 +24,17 @@ def make_run(value: str):
     return value, {"activation": value}
 
 
+ABLATION = Ablation(
+    name="activation", title="Activation", order=4, doc=__doc__,
+    values=VALUES, values_help=f"activations ({', '.join(ACTIVATIONS)})", make_run=make_run,
+    settings=dict(regime="subset", epochs=25),
+    decides=("activation",),
+    finding=Finding("leakyrelu", "LeakyReLU is best"),
+)
+
+
 def main(argv=None) -> int:
-    return sweep.main(EXPERIMENT, __doc__, VALUES, make_run, SETTINGS,
-                      f"activations ({', '.join(ACTIVATIONS)})", argv)
+    return sweep.main(ABLATION, argv)
 
 
 if __name__ == "__main__":

@@ -8,26 +8,27 @@ results files under --out.
 Held fixed: batch 64, the "full" regime (45,000 / 5,000), 50 epochs (the
 study gave no script or regime for this model; these are its dropout study's).
 """
+import functools
 import os
 import sys
 
 from core import logs
+from core.ablation import Ablation, Finding, decision_order
+from core.results import fmt
 
-logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+if __name__ == "__main__":  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+    logs.one_line_interrupts()
+import report  # noqa: E402
+import sweep  # noqa: E402
 from core import results  # noqa: E402
 from core import stats  # noqa: E402
-import sweep  # noqa: E402
+from train import DEFAULTS  # noqa: E402
 
-EXPERIMENT = "consolidated"
 VALUES = ["baseline", "consolidated"]
-SETTINGS = dict(regime="full", epochs=50)
 MODELS = {
     "baseline": dict(optimizer="adam", lr=1e-4, l1=0.0, l2=0.0, activation="relu", dropout=0.0),
     "consolidated": dict(optimizer="adam", lr=1e-4, l1=5e-6, l2=9.5e-5, activation="leakyrelu", dropout=0.25),
 }
-# which hyperparameters each ablation decides
-DECIDES = {"optimizer": ("optimizer", "lr"), "learning_rate": ("lr",), "weight_regularization": ("l1", "l2"),
-           "activation": ("activation",), "dropout": ("dropout",)}
 
 
 def make_run(value: str, models: dict = MODELS):
@@ -36,11 +37,17 @@ def make_run(value: str, models: dict = MODELS):
     return value, dict(models[value])
 
 
+def deciding() -> list:
+    """The ablations whose best settings --from-results takes (those that decide something, as
+    the main_*.py scripts declare them), in the order it takes them."""
+    return decision_order(report.study())
+
+
 def sweep_states(out: str) -> dict:
     """ablation -> (its results, results.progress) for each ablation with results or a plan under out."""
     present = results.experiments_in(out)
     found = {}
-    for ablation in DECIDES:
+    for ablation in (declared.name for declared in deciding()):
         if ablation in present or os.path.exists(results.plan_path(out, ablation)):
             found[ablation] = results.read_with_progress(out, ablation)
     return found
@@ -67,7 +74,8 @@ def unfinished_sentence(found: dict) -> str | None:
 def models_from_results(out: str, allow_partial: bool = False) -> dict:
     """The consolidated model from each ablation's best setting (by mean validation
     accuracy) in out/results; an ablation without results keeps the study's choice.
-    The learning-rate study's best lr applies only when Adam is the chosen optimizer.
+    A best setting that holds only under another setting (the learning-rate study's lr,
+    found with Adam) applies only where the consolidated model has that setting.
     An unfinished sweep (runs planned but not recorded) is refused unless allow_partial."""
     chosen = dict(MODELS["consolidated"])
     found = sweep_states(out)
@@ -75,35 +83,50 @@ def models_from_results(out: str, allow_partial: bool = False) -> dict:
     problem = unfinished_sentence(found)
     if problem and not allow_partial:
         raise ValueError(problem)
-    for ablation, keys in DECIDES.items():
-        path = results.results_path(out, ablation)
-        summary, best = stats.summarize(found[ablation]) if ablation in found else (None, None)
-        if not best:
-            print(f"--from-results: no completed {ablation} results in {path}; keeping the study's "
-                  + ", ".join(f"{k}={sweep.fmt(chosen[k])}" for k in keys))
-            continue
-        row = next(r for r in summary if r["setting"] == best["setting"])
-        if ablation == "learning_rate" and chosen["optimizer"] != "adam":
-            print(f"--from-results: {ablation} best {best['setting']} is for Adam, not {chosen['optimizer']}; ignored")
-            continue
-        chosen.update({k: row["params"][k] for k in keys if k in row["params"]})
-        tuned = ""
-        if row.get("lr") is not None:  # a tuned sweep (--tune-lr): its winner at its own chosen rate
-            tuned = f" at its chosen lr {sweep.fmt(row['lr'])}"
-            if "lr" in keys:
-                chosen["lr"] = row["lr"]
-            else:
-                optimizer = next(r["config"]["optimizer"] for r in found[ablation]["runs"]
-                                 if stats.setting_of(r) == best["setting"] and "config" in r)
-                tuned_rates[ablation] = (row["lr"], optimizer)
-        ranked = sum(r["best_val_acc_mean"] is not None for r in summary)
-        prog = found[ablation]["progress"]
-        partial = f"; unfinished: {prog['finished']} of {prog['planned']} runs" if prog["pending"] else ""
-        print(f"--from-results: {ablation} best is {best['setting']}{tuned} (of {ranked} setting(s); {row['n']} "
-              f"seed(s), mean best validation accuracy {100 * row['best_val_acc_mean']:.2f}%{partial}): "
-              + ", ".join(f"{k}={sweep.fmt(chosen[k])}" for k in keys))
+    for declared in deciding():
+        take_best(declared, out, found, chosen, tuned_rates)
     take_tuned_rate(chosen, tuned_rates)
     return {"baseline": MODELS["baseline"], "consolidated": chosen}
+
+
+def values_of(chosen: dict, keys: tuple) -> str:
+    """'lr=0.0001, l1=0': the model's value of each key (the study's default where the model names none)."""
+    held = {**DEFAULTS, **ABLATION.settings, **chosen}
+    return ", ".join(f"{k}={fmt(held[k])}" for k in keys)
+
+
+def take_best(declared, out: str, found: dict, chosen: dict, tuned_rates: dict) -> None:
+    """Set in chosen what the ablation (its declaration) decides, from its best setting in found,
+    saying what it took; a tuned sweep's rate for a winner that does not decide lr goes to tuned_rates."""
+    ablation, keys = declared.name, declared.decides
+    path = results.results_path(out, ablation)
+    summary, best = stats.summarize(found[ablation]) if ablation in found else (None, None)
+    if not best:
+        print(f"--from-results: no completed {ablation} results in {path}; keeping the study's "
+              + values_of(chosen, keys))
+        return
+    row = next(r for r in summary if r["setting"] == best["setting"])
+    needs = declared.requires
+    if needs and chosen.get(needs.key) != needs.value:
+        print(f"--from-results: {ablation} best {best['setting']} is for {needs.words}, not {chosen.get(needs.key)}; "
+              f"ignored")
+        return
+    chosen.update({k: row["params"][k] for k in keys if k in row["params"]})
+    tuned = ""
+    if row.get("lr") is not None:  # a tuned sweep (--tune-lr): its winner at its own chosen rate
+        tuned = f" at its chosen lr {fmt(row['lr'])}"
+        if "lr" in keys:
+            chosen["lr"] = row["lr"]
+        else:
+            optimizer = next(r["config"]["optimizer"] for r in found[ablation]["runs"]
+                             if stats.setting_of(r) == best["setting"] and "config" in r)
+            tuned_rates[ablation] = (row["lr"], optimizer)
+    ranked = sum(r["best_val_acc_mean"] is not None for r in summary)
+    prog = found[ablation]["progress"]
+    partial = f"; unfinished: {prog['finished']} of {prog['planned']} runs" if prog["pending"] else ""
+    print(f"--from-results: {ablation} best is {best['setting']}{tuned} (of {ranked} setting(s); {row['n']} "
+          f"seed(s), mean best validation accuracy {100 * row['best_val_acc_mean']:.2f}%{partial}): "
+          + values_of(chosen, keys))
 
 
 def take_tuned_rate(chosen: dict, tuned_rates: dict) -> None:
@@ -117,12 +140,12 @@ def take_tuned_rate(chosen: dict, tuned_rates: dict) -> None:
     rates = set(usable.values())
     if len(rates) == 1:
         chosen["lr"] = rates.pop()
-        print(f"--from-results: lr={sweep.fmt(chosen['lr'])}, the rate the tuned sweeps ({', '.join(usable)}) "
+        print(f"--from-results: lr={fmt(chosen['lr'])}, the rate the tuned sweeps ({', '.join(usable)}) "
               f"chose for their winners")
     elif rates:
         print("--from-results: the tuned sweeps chose different rates for their winners ("
-              + ", ".join(f"{a} {sweep.fmt(lr)}" for a, lr in usable.items()) + f"); keeping lr="
-              f"{sweep.fmt(chosen['lr'])}. Each rate was best for one change alone; pass --tune-lr (e.g. x0.3 "
+              + ", ".join(f"{a} {fmt(lr)}" for a, lr in usable.items()) + f"); keeping lr="
+              f"{fmt(chosen['lr'])}. Each rate was best for one change alone; pass --tune-lr (e.g. x0.3 "
               f"x1 x3) to choose the combination's own")
 
 
@@ -139,9 +162,9 @@ def add_flags(parser):
 
 def chosen_runs(out: str, names: list) -> list:
     """The run name of each model to evaluate: itself, or after --tune-lr the run at its chosen rate."""
-    if EXPERIMENT not in results.experiments_in(out):
+    if ABLATION.name not in results.experiments_in(out):
         return list(names)
-    found = results.read_results(out, EXPERIMENT)
+    found = results.read_results(out, ABLATION.name)
     if not stats.is_tuned(found):
         return list(names)
     table = stats.tuning(found)
@@ -152,13 +175,13 @@ def chosen_runs(out: str, names: list) -> list:
 def no_weights(out: str, name: str, seed: int, path: str) -> str:
     """One sentence for a model without weights to evaluate: not trained yet, or trained but
     without checkpoints (--save none, or removed since), which the same command would not retrain."""
-    found = results.read_results(out, EXPERIMENT) if EXPERIMENT in results.experiments_in(out) else {"runs": []}
+    found = results.read_results(out, ABLATION.name) if ABLATION.name in results.experiments_in(out) else {"runs": []}
     run = next((r for r in found["runs"] if (r["name"], r["seed"]) == (name, seed)), None)
     if run is None or run["status"] not in ("completed", "diverged"):
         return (f"{path} does not exist: that model is not trained yet; run main_consolidated.py with the same "
                 f"flags first")
-    record = results.record_path(out, EXPERIMENT, name, seed)
-    where = record if os.path.exists(record) else results.results_path(out, EXPERIMENT)
+    record = results.record_path(out, ABLATION.name, name, seed)
+    where = record if os.path.exists(record) else results.results_path(out, ABLATION.name)
     how = "it kept no weights (--save none)" if run["config"].get("save") == "none" else \
         "its checkpoints were removed since"
     return (f"{path} does not exist: {name} finished training (recorded in {where}), but {how}; to evaluate it, "
@@ -168,13 +191,12 @@ def no_weights(out: str, name: str, seed: int, path: str) -> str:
 def evaluate_saved(args) -> int:
     """evaluate.py on each saved model of this sweep under --out; 1 if one has no weights."""
     import evaluate
-    from core import logs
     names = chosen_runs(args.out, args.values or VALUES)
     first = args.seed if args.seed is not None else 0
     runs = [(n, first + k, n if args.seeds == 1 else f"{n}_seed{first + k}") for n in names for k in range(args.seeds)]
     paths = []
     for _, _, stem in runs:  # the last epoch's weights, or the best epoch's where only those were kept (--save best)
-        last, best = (os.path.join(args.out, "models", EXPERIMENT, f"{stem}{end}") for end in (".pt", ".best.pt"))
+        last, best = (os.path.join(args.out, "models", ABLATION.name, f"{stem}{end}") for end in (".pt", ".best.pt"))
         paths.append(best if not os.path.exists(last) and os.path.exists(best) else last)
     for (name, seed, _), path in zip(runs, paths):
         if not os.path.exists(path):
@@ -195,13 +217,22 @@ def prepare(args):
         raise ValueError("argument --allow-partial: applies only with --from-results")
     if args.from_results:
         models = models_from_results(args.out, args.allow_partial)
-        return lambda value: make_run(value, models)
+        return functools.partial(make_run, models=models)
     return None
 
 
+ABLATION = Ablation(
+    name="consolidated", title="Consolidated model", order=100, doc=__doc__,  # after every ablation
+    values=VALUES, values_help="models to train (baseline, consolidated)", make_run=make_run,
+    settings=dict(regime="full", epochs=50),
+    finding=Finding("consolidated", "the consolidated model (Adam 1e-4, elastic net, LeakyReLU, dropout 0.25) "
+                                    "is the final, improved model"),
+    add_flags=add_flags, prepare=prepare,
+)
+
+
 def main(argv=None) -> int:
-    return sweep.main(EXPERIMENT, __doc__, VALUES, make_run, SETTINGS, "models to train (baseline, consolidated)",
-                      argv, add_flags=add_flags, prepare=prepare)
+    return sweep.main(ABLATION, argv)
 
 
 if __name__ == "__main__":

@@ -10,24 +10,35 @@ accuracy reached 99.5%.
 import sys
 
 from core import logs
+from core.ablation import Ablation, Finding
+from core.results import fmt
 
-logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+if __name__ == "__main__":  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+    logs.one_line_interrupts()
 import sweep  # noqa: E402
 
-EXPERIMENT = "dropout"
 VALUES = ["0", "0.15", "0.2", "0.25", "0.3", "0.35", "0.4"]
-SETTINGS = dict(regime="full", epochs=50)
 
 
 def make_run(value: str):
     p = sweep.parse_number(value, "dropout", allow_zero=True)
     if p >= 1:
         raise ValueError(f"dropout {value!r} must lie in [0, 1)")
-    return f"p{sweep.fmt(p)}", {"dropout": p}
+    return f"p{fmt(p)}", {"dropout": p}
+
+
+ABLATION = Ablation(
+    name="dropout", title="Dropout", order=5, doc=__doc__,
+    values=VALUES, values_help="dropout probabilities in [0, 1)", make_run=make_run,
+    settings=dict(regime="full", epochs=50),
+    decides=("dropout",),
+    finding=Finding("0.25", "dropout 0.25 is best; without dropout validation accuracy plateaued near 83% "
+                            "while training accuracy reached 99.5%"),
+)
 
 
 def main(argv=None) -> int:
-    return sweep.main(EXPERIMENT, __doc__, VALUES, make_run, SETTINGS, "dropout probabilities in [0, 1)", argv)
+    return sweep.main(ABLATION, argv)
 
 
 if __name__ == "__main__":

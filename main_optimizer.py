@@ -10,14 +10,15 @@ Adagrad's first-epoch loss reached about 7.9 million and it ended near 49%.
 import sys
 
 from core import logs
+from core.ablation import Ablation, Finding
+from core.results import fmt
 
-logs.one_line_interrupts()  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+if __name__ == "__main__":  # first: a Ctrl-C while the imports below load torch is one line, not a traceback
+    logs.one_line_interrupts()
 import sweep  # noqa: E402
-from train import OPTIMIZERS  # noqa: E402
+from core.optimizers import OPTIMIZERS  # noqa: E402
 
-EXPERIMENT = "optimizer"
 VALUES = ["sgd:0.1", "adagrad:0.01", "adam:1e-4"]
-SETTINGS = dict(regime="subset", epochs=50)
 
 
 def make_run(value: str):
@@ -27,13 +28,22 @@ def make_run(value: str):
     if colon and not lr_text:
         raise ValueError(f"{value!r} has a colon but no learning rate; write {name} or {name}:LR")
     lr = sweep.parse_number(lr_text, "learning rate") if colon else OPTIMIZERS[name][1]
-    return f"{name}_lr{sweep.fmt(lr)}", {"optimizer": name, "lr": lr}
+    return f"{name}_lr{fmt(lr)}", {"optimizer": name, "lr": lr}
+
+
+ABLATION = Ablation(
+    name="optimizer", title="Optimizer", order=2, doc=__doc__,
+    values=VALUES, make_run=make_run,
+    values_help=f"optimizers as name or name:lr; a bare name takes its study learning rate ({', '.join(OPTIMIZERS)})",
+    settings=dict(regime="subset", epochs=50),
+    decides=("optimizer", "lr"),
+    finding=Finding("adam:1e-4", "Adam (lr 1e-4) is best, about 70% validation accuracy; Adagrad (lr 0.01) "
+                                 "had a first-epoch loss of about 7.9 million and ended near 49%"),
+)
 
 
 def main(argv=None) -> int:
-    return sweep.main(EXPERIMENT, __doc__, VALUES, make_run, SETTINGS,
-                      f"optimizers as name or name:lr; a bare name takes its study learning rate "
-                      f"({', '.join(OPTIMIZERS)})", argv)
+    return sweep.main(ABLATION, argv)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import warnings
 
 import numpy as np
 
+import report
+from core import ablation
 from core import stats
-from core.results import TITLES, ResultsError, experiments_in, fmt, read_results, records_dir, results_path
+from core.results import ResultsError, experiments_in, fmt, read_results, records_dir, results_path
 from core.storage import WriteError, out_folder
 
 CURVES = {"loss": "mean training loss", "train_acc": "training accuracy (%)",
           "val_acc": "validation accuracy (%)"}
-HUMAN_EXPERIMENTS = TITLES
 HUMAN_PARAMS = {"lr": "learning rate", "dropout": "dropout p", "l1": "L1", "l2": "L2",
                 "optimizer": "optimizer", "activation": "activation"}
 MARKED_EPOCHS = 20  # curves of at most this many epochs get a marker on every point
@@ -87,8 +88,15 @@ def _numeric_axis(groups: dict):
     return key if all(isinstance(v, (int, float)) for v in values) else None
 
 
-def human(name: str, table: dict = HUMAN_EXPERIMENTS) -> str:
-    """The words for an experiment name (or, with HUMAN_PARAMS, a parameter key); unknown names as written."""
+def titles() -> dict:
+    """{experiment: its title in words}, as the main_*.py scripts declare them (report.study())."""
+    return ablation.titles(report.study())
+
+
+def human(name: str, table: dict | None = None) -> str:
+    """The words for an experiment name (titles()), or with table (HUMAN_PARAMS) for a parameter key;
+    unknown names as written."""
+    table = titles() if table is None else table
     return table.get(name, name.replace("_", " "))
 
 
@@ -309,7 +317,7 @@ def plot_experiment(results: dict, images_dir: str) -> list:
 
 def missing(out: str, name: str, found: list) -> str:
     """One sentence for an experiment with no results: its script where it is one of the study's."""
-    if name in HUMAN_EXPERIMENTS:
+    if name in titles():
         return f"{results_path(out, name)} does not exist; run main_{name}.py first"
     return (f"no results for {name!r} in {os.path.join(out, 'results')}; experiments there: "
             f"{', '.join(found) or 'none yet'}")

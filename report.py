@@ -7,33 +7,29 @@ One section per ablation: a table over seeds (mean ± std, 95% interval, n), a
 paired comparison of every setting with the best one, the plots, and a verdict
 that states its uncertainty; the consolidated model against the baseline; and
 the study's published findings beside what these runs found.
+
+The ablations, their order, titles and the study's findings are what the main_*.py
+scripts beside this file declare (study()); a new script is a new section.
 """
 import argparse
+import importlib
 import os
 import sys
 
+from core import ablation
 from core import stats
-from core.results import NEUTRAL_KEYS, TITLES as HUMAN, experiments_in, fmt, listed, read_with_progress
+from core.results import NEUTRAL_KEYS, experiments_in, fmt, listed, read_with_progress
 from core.storage import WriteError, atomic_write_text, out_folder
 
-EXPERIMENTS = ("learning_rate", "optimizer", "weight_regularization", "activation", "dropout", "consolidated")
-
-# The original study's conclusions (MIE424 AlexNet Improvements, 2022), and the
-# run name under which this repository trains the setting it declared best.
-PUBLISHED = {
-    "learning_rate": ("lr_0.0001", "Adam's learning rate 1e-4 is best of 1e-6 ... 1e-2"),
-    "optimizer": ("adam_lr0.0001", "Adam (lr 1e-4) is best, about 70% validation accuracy; Adagrad (lr 0.01) "
-                                   "had a first-epoch loss of about 7.9 million and ended near 49%"),
-    "weight_regularization": ("l1_5e-06_l2_9.5e-05", "the elastic net L1 = 5e-6, L2 = 9.5e-5 is best"),
-    "activation": ("leakyrelu", "LeakyReLU is best"),
-    "dropout": ("p0.25", "dropout 0.25 is best; without dropout validation accuracy plateaued near 83% "
-                         "while training accuracy reached 99.5%"),
-    "consolidated": ("consolidated", "the consolidated model (Adam 1e-4, elastic net, LeakyReLU, dropout 0.25) "
-                                     "is the final, improved model"),
-}
-# the consolidated model as the study published it (main_consolidated.MODELS, without importing torch)
-PUBLISHED_MODEL = dict(optimizer="adam", lr=1e-4, l1=5e-6, l2=9.5e-5, activation="leakyrelu", dropout=0.25)
+ROOT = os.path.dirname(os.path.abspath(__file__))
 PLOTS = ("loss", "train_acc", "val_acc", "test_acc", "hparam", "isolation")
+
+
+def study() -> list:
+    """The ablations (core.ablation.Ablation) that the main_*.py scripts beside this file declare,
+    in the study's order."""
+    return ablation.in_report_order(importlib.import_module(name).ABLATION
+                                    for name in ablation.script_modules(ROOT))
 
 
 def pts(x) -> str:
@@ -159,13 +155,13 @@ def tuning_lines(results: dict, rows: dict) -> list:
     return lines + [""]
 
 
-def section(experiment: str, results: dict, images_dir: str, images_rel: str) -> tuple:
+def section(experiment: str, title: str, results: dict, images_dir: str, images_rel: str) -> tuple:
     summary, best_info = stats.summarize(results)  # recomputed, so older results files work too
     rows = {r["setting"]: r for r in summary}
     best = best_info and best_info["setting"]
     runs = results["runs"]
     cfg = runs[0]["config"] if runs and isinstance(runs[0].get("config"), dict) else {}
-    lines = [f"## {HUMAN.get(experiment, experiment)}", ""]
+    lines = [f"## {title}", ""]
     if cfg:
         lines += [f"{cfg['dataset']}, regime {cfg['regime']}: {images_used(runs, cfg)}; {cfg['epochs']} epochs, "
                   f"{cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['precision']} on {cfg['device']}; "
@@ -183,11 +179,24 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
         configs = {run["name"]: run.get("config") or run["params"] for run in runs}
         lines += ["Models as trained: " + "; ".join(f"{name}: {describe_model(configs[name])}" for name in rows)
                   + ".", ""]
-    lines += ["| setting | n | test acc % (mean ± std) | 95% interval | best val acc % | "
-              "vs best: test diff (points) | 95% interval | p |",
-              "|---|---|---|---|---|---|---|---|"]
     tied = [n for n, r in rows.items() if best and n != best and r["best_val_acc_mean"] is not None
             and abs(r["best_val_acc_mean"] - rows[best]["best_val_acc_mean"]) < TIE / 100]
+    lines += settings_table(rows, best, tied)
+    if stats.is_tuned(results):
+        lines += tuning_lines(results, rows)
+    lines += [f"**Verdict.** {verdict(experiment, rows, best_info, tied)}", ""]
+    for kind in PLOTS:
+        if os.path.exists(os.path.join(images_dir, f"{experiment}_{kind}.png")):
+            lines.append(f"![{experiment} {kind}]({images_rel}/{experiment}_{kind}.png)")
+    lines.append("")
+    return lines, best, rows
+
+
+def settings_table(rows: dict, best, tied: list) -> list:
+    """A section's table: each setting's test accuracy over seeds and its paired difference from the best."""
+    lines = ["| setting | n | test acc % (mean ± std) | 95% interval | best val acc % | "
+             "vs best: test diff (points) | 95% interval | p |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         vs = r.get("vs_best") or {}
         note = "" if name != best else f" (best; tied on validation with {', '.join(tied)})" if tied else " (best)"
@@ -200,28 +209,27 @@ def section(experiment: str, results: dict, images_dir: str, images_rel: str) ->
         lines.append(f"| {name}{note} | {r['n']} | {mean_std(r['test_acc_mean'], r['test_acc_std'])} | "
                      f"{interval(r['test_acc_ci95'])} | {mean_std(r['best_val_acc_mean'], r['best_val_acc_std'])} | "
                      f"{diff} | {'-' if name == best else interval(vs.get('ci95'))} | {p} |")
-    lines.append("")
-    if stats.is_tuned(results):
-        lines += tuning_lines(results, rows)
-    verdict = "No setting completed."
-    if best:
-        others = [n for n, r in rows.items() if n != best and r["best_val_acc_mean"] is not None]
-        if experiment == "consolidated" and {"baseline", "consolidated"} <= set(rows):
-            verdict = compare(rows, "consolidated", "baseline")
-        elif others:
-            runner = max(others, key=lambda n: rows[n]["best_val_acc_mean"])
-            lead = f"Best by validation accuracy: {best}" + (f", tied with {', '.join(tied)}" if tied else "")
-            verdict = f"{lead}. " + compare(rows, best, runner)
-        else:
-            verdict = f"Only {best} completed."
-        if best_info["at_edge"]:
-            verdict += " The best value lies at the edge of the swept range: widen it before calling it optimal."
-    lines += [f"**Verdict.** {verdict}", ""]
-    for kind in PLOTS:
-        if os.path.exists(os.path.join(images_dir, f"{experiment}_{kind}.png")):
-            lines.append(f"![{experiment} {kind}]({images_rel}/{experiment}_{kind}.png)")
-    lines.append("")
-    return lines, best, rows
+    return lines + [""]
+
+
+def verdict(experiment: str, rows: dict, best_info, tied: list) -> str:
+    """A section's verdict: the best setting against the runner-up (the consolidated model against
+    the baseline), with its uncertainty."""
+    if not best_info:
+        return "No setting completed."
+    best = best_info["setting"]
+    others = [n for n, r in rows.items() if n != best and r["best_val_acc_mean"] is not None]
+    if experiment == "consolidated" and {"baseline", "consolidated"} <= set(rows):
+        text = compare(rows, "consolidated", "baseline")
+    elif others:
+        runner = max(others, key=lambda n: rows[n]["best_val_acc_mean"])
+        lead = f"Best by validation accuracy: {best}" + (f", tied with {', '.join(tied)}" if tied else "")
+        text = f"{lead}. " + compare(rows, best, runner)
+    else:
+        text = f"Only {best} completed."
+    if best_info["at_edge"]:
+        text += " The best value lies at the edge of the swept range: widen it before calling it optimal."
+    return text
 
 
 def class_sections(out: str, images_rel: str, runs: list) -> list:
@@ -268,9 +276,12 @@ def class_sections(out: str, images_rel: str, runs: list) -> list:
     return lines
 
 
-def finding(experiment: str, results: dict, best, rows: dict) -> str:
-    """The findings table's row: the published claim, what these runs found, and whether they agree."""
-    published, claim = PUBLISHED[experiment]
+def finding(declared, results: dict, best, rows: dict) -> str:
+    """The findings table's row of an ablation (its declaration): the published claim, what these
+    runs found, and whether they agree."""
+    experiment = declared.name
+    published, published_params = declared.published_run() or (None, {})
+    claim = declared.finding.claim if declared.finding else "-"
     prog = results["progress"]
     if experiment == "consolidated":
         both = {"baseline", "consolidated"} <= set(rows)
@@ -281,13 +292,13 @@ def finding(experiment: str, results: dict, best, rows: dict) -> str:
             diff = 100 * (rows["consolidated"]["test_acc_mean"] - rows["baseline"]["test_acc_mean"])
             agree = "no (a tie)" if abs(diff) < TIE else "yes" if diff > 0 else "no"
         config = next((r.get("config") for r in results["runs"] if r["name"] == "consolidated"), None)
-        if config and any(config.get(k) != v for k, v in PUBLISHED_MODEL.items()):
+        if config and any(config.get(k) != v for k, v in published_params.items()):
             ours = f"this run's consolidated model is not the study's ({describe_model(config)}); " + ours
     else:
         ours = f"best: {best}" if best else "nothing completed"
         if best and published in rows and published != best:
             ours += "; " + compare(rows, best, published)
-        agree = "-" if not best else "yes" if best == published else \
+        agree = "-" if not best or published is None else "yes" if best == published else \
             "not swept" if published not in rows else "no"
     if prog["pending"]:
         ours = f"{pending_text(prog)}; so far " + ours
@@ -297,11 +308,9 @@ def finding(experiment: str, results: dict, best, rows: dict) -> str:
 
 def build_report(out: str) -> str:
     results_dir = os.path.join(out, "results")
-    found = {}
     present = experiments_in(out)
-    for experiment in EXPERIMENTS:
-        if experiment in present:
-            found[experiment] = read_with_progress(out, experiment)
+    declared = {a.name: a for a in study()}
+    found = {name: read_with_progress(out, name) for name in declared if name in present}
     if not found:
         raise FileNotFoundError(f"no results files in {results_dir}; run a main_*.py script first")
     images_dir = os.path.join(out, "images")
@@ -312,9 +321,9 @@ def build_report(out: str) -> str:
              "(paired t-test). The best setting is chosen on validation accuracy and judged on test accuracy.", ""]
     findings = []
     for experiment, results in found.items():
-        body, best, rows = section(experiment, results, images_dir, images_rel)
+        body, best, rows = section(experiment, declared[experiment].title, results, images_dir, images_rel)
         lines += body
-        findings.append(finding(experiment, results, best, rows))
+        findings.append(finding(declared[experiment], results, best, rows))
     lines += class_sections(out, images_rel, found.get("consolidated", {}).get("runs", []))
     lines += ["## The study's findings beside these runs", "",
               "| ablation | published finding | this run | agrees |", "|---|---|---|---|", *findings, "",
@@ -325,9 +334,8 @@ def build_report(out: str) -> str:
 
 
 def main(argv=None) -> int:
-    root = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=root, type=out_folder,
+    p.add_argument("--out", default=ROOT, type=out_folder,
                    help="root holding results/ and images/ (default: the repository root)")
     args = p.parse_args(argv)
     try:

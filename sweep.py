@@ -116,7 +116,7 @@ def parse_number(text: str, what: str = "value", allow_zero: bool = False) -> fl
     return value + 0.0  # -0 becomes 0, so "-0" and "0" name the same run
 
 
-def build_parser(experiment: str, doc: str, values: list, settings: dict, values_help: str):
+def build_parser(experiment: str, doc: str, values: list, settings: dict, values_help: str, tune_lr: bool = True):
     defaults = {**DEFAULTS, **settings}
     p = OneLineParser(prog=f"main_{experiment}.py", description=doc,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,7 +137,7 @@ def build_parser(experiment: str, doc: str, values: list, settings: dict, values
     p.add_argument("--seed", type=seed, help=f"seed of initialisation, data order and flips {d('seed')}")
     p.add_argument("--seeds", type=positive_int, default=1,
                    help="repeat every setting with seeds seed, seed+1, ... (default: 1)")
-    if experiment != "learning_rate":
+    if tune_lr:  # not where the learning rate is what the sweep varies
         p.add_argument("--tune-lr", nargs="+", type=tune_rate, metavar="V",
                        help="train every setting at each of these learning rates (1e-4 3e-4 1e-3) or multiples of "
                             "its own rate (x0.3 x1 x3), and compare the settings each at its own best rate, "
@@ -332,15 +332,16 @@ def assign(jobs: list, world: int, cost) -> list:
     return shares
 
 
-def main(experiment: str, doc: str, values: list, make_run, settings: dict, values_help: str,
-         argv=None, add_flags=None, prepare=None) -> int:
-    """Parse the command line, train every (setting, seed) not yet complete, and
-    leave checkpoints, results, plots and a table. Returns the exit code.
-    A script with flags of its own adds them with add_flags(parser); prepare(args)
-    may then return the make_run to use."""
+def main(ablation, argv=None) -> int:
+    """Parse the command line, train every (setting, seed) of the ablation (a script's
+    core.ablation.Ablation) not yet complete, and leave checkpoints, results, plots and a
+    table. Returns the exit code. A script with flags of its own adds them with its
+    add_flags(parser); its prepare(args) may then return the make_run to use."""
+    a = ablation
     with storage.interrupts_as_exceptions():
         try:
-            return _main(experiment, doc, values, make_run, settings, values_help, argv, add_flags, prepare)
+            return _main(a.name, a.doc, a.values, a.make_run, a.settings, a.values_help, argv, a.add_flags, a.prepare,
+                         a.tune_lr)
         except KeyboardInterrupt as err:
             how = " by SIGTERM" if getattr(err, "signum", None) == signal.SIGTERM else ""
             logs.problem(f"\ninterrupted{how}: finished runs and epochs are saved; run the same command "
@@ -348,8 +349,8 @@ def main(experiment: str, doc: str, values: list, make_run, settings: dict, valu
             return storage.exit_code_of(err)
 
 
-def _main(experiment, doc, values, make_run, settings, values_help, argv, add_flags, prepare) -> int:
-    parser = build_parser(experiment, doc, values, settings, values_help)
+def _main(experiment, doc, values, make_run, settings, values_help, argv, add_flags, prepare, tune_lr) -> int:
+    parser = build_parser(experiment, doc, values, settings, values_help, tune_lr)
     add_parallel_flags(parser)
     if add_flags:
         add_flags(parser)

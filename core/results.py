@@ -19,9 +19,6 @@ import os
 from core.storage import atomic_write_text, locked, remove_left_behind
 
 STATUSES = ("completed", "diverged", "failed")
-# how reports and plots name each experiment
-TITLES = {"learning_rate": "Learning rate", "optimizer": "Optimizer", "weight_regularization": "Weight regularisation",
-          "activation": "Activation", "dropout": "Dropout", "consolidated": "Consolidated model"}
 CURVES = ("loss", "train_acc", "val_acc")
 
 

@@ -343,6 +343,14 @@ MUTANTS = {
                                 GP + "test_evaluate_uses_the_recorded_precision_only_where_the_device_has_it"),
     "gpu-check-tiny-limited": ("gpu_check.py", "limit = None if args.tiny else LIMITS[name]", "limit = LIMITS[name]",
                                "tests/test_gpu_check.py::test_the_tiny_check_sets_no_time_limit"),
+    # -- issue 30's: each ablation declared once, in its own script -----------------------
+    "lr-winner-for-any-optimizer": ("main_consolidated.py", "    if needs and chosen.get(needs.key) != needs.value:",
+                                    "    if False:",
+                                    "tests/test_report.py::test_consolidated_from_results_ignores_the_adam_lr_for_sgd"),
+    "winners-in-report-order": ("core/ablation.py", "return sorted(deciding, key=lambda a: not required & set(a.decides))",
+                                "return deciding", "tests/test_report.py::test_consolidated_from_results_takes_each_best"),
+    "tune-lr-for-the-rate-sweep": ("sweep.py", "    if tune_lr:", "    if True:",
+                                   TL + "test_the_learning_rate_sweep_has_no_tune_lr"),
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
        "out-of-memory-fails-the-group", "slowest-k", "search-goes-on-after-oom", "apart-on-member-0",
@@ -352,6 +360,7 @@ NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-i
        "fixed-is-chosen", "plan-before-device-resolved")
 ISSUES_27_TO_29 = ("precision-of-device-0", "scaler-of-member-0-saved", "finished-member-recorded-again", "cpu-oom-not-split", "replan-keeps-old-config", "report-evaluation-by-setting-name", "save-leaves-stale-best", "bottom-edge-not-flagged", "tuned-rate-of-another-optimizer", "disk-check-on-the-high-estimate", "temp-name-prefix-match", "merged-temp-not-cleaned", "rates-that-print-alike", "repeated-run-accepted", "damaged-tune-read", "best-epoch-past-the-end", "one-class-accepted", "bench-image-size-uncapped", "plotting-reads-others-json", "deleted-last-blamed-on-save-best", "resume-counted-after-last-epoch", "forget-pending-drops-own", "presence-not-shared", "oom-halves-dropped", "leaving-group-kept", "fused-adagrad-trusted", "ddp-dropout-own-rows", "spread-waits-at-a-barrier", "emulated-precision-kept", "gpu-check-tiny-limited")
 NEW += ISSUES_27_TO_29  # --before: all of it is code or tests of issues 27 to 29
+NEW += ("lr-winner-for-any-optimizer", "winners-in-report-order", "tune-lr-for-the-rate-sweep")  # issue 30's code
 
 # the tests that existed before issue 20 and were meant to cover each new mutant's code
 BEFORE = {

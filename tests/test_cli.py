@@ -114,7 +114,7 @@ def captured_sweep(monkeypatch):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_default_values_give_the_documented_runs(captured_sweep, experiment):
     module = SCRIPTS[experiment]
-    assert module.EXPERIMENT == experiment
+    assert module.ABLATION.name == experiment
     assert module.main([]) == 0
     call = captured_sweep[0]
     n, regime, epochs = DOCUMENTED[experiment]

@@ -13,6 +13,7 @@ import plotting
 import report
 import sweep
 from conftest import one_batch, run_script, tiny_argv
+from core.ablation import Ablation
 
 TUNED = ["--values", "relu", "--tune-lr", "x1", "x3", "--save", "none"]
 DAMAGED = "relu_at_lr0.0003_seed0.json"
@@ -71,7 +72,8 @@ def test_a_plan_that_names_two_runs_alike_is_refused(tmp_path, capsys):
     argv = ["--values", "relu", "relu_at_lr0.0003", "--tune-lr", "x1", "x3", "--seeds", "2",
             *tiny_argv(tmp_path / "no-data", out)]
     with pytest.raises(SystemExit) as exc:
-        sweep.main("activation", "doc", ["relu"], make_run, {}, "names", argv)
+        sweep.main(Ablation(name="activation", title="Activation", order=0, doc="doc", values=["relu"],
+                            values_help="names", make_run=make_run, settings={}), argv)
     assert exc.value.code == 2
     line = one_line(capsys.readouterr().err)
     assert "'relu_at_lr0.0003'" in line and "twice" in line and "no-data" not in line

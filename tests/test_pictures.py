@@ -223,7 +223,7 @@ def test_nothing_completed_still_draws_every_figure_in_words(tmp_path, figures, 
 
 
 def test_human_names_and_number_of_classes():
-    assert plotting.HUMAN_EXPERIMENTS == {
+    assert plotting.titles() == {
         "learning_rate": "Learning rate", "optimizer": "Optimizer", "weight_regularization": "Weight regularisation",
         "activation": "Activation", "dropout": "Dropout", "consolidated": "Consolidated model"}
     assert plotting.HUMAN_PARAMS["lr"] == "learning rate" and plotting.HUMAN_PARAMS["dropout"] == "dropout p"
@@ -257,4 +257,4 @@ def test_confusion_matrix_in_percent_with_title_clear_of_the_colour_bar(tmp_path
     assert heading.x0 >= 0 and heading.x1 <= fig.bbox.width and heading.y1 <= fig.bbox.height  # not clipped
     experiment, run_name = title.split(" / ")
     words = " ".join(ax.get_title().split())  # the title may wrap
-    assert words.startswith(f"{plotting.HUMAN_EXPERIMENTS[experiment]} / {run_name} test accuracy ")
+    assert words.startswith(f"{plotting.titles()[experiment]} / {run_name} test accuracy ")
