@@ -220,6 +220,27 @@ def test_resume_file_for_another_config_is_ignored(one_batch_split, tmp_path, ca
     assert rec["epochs_completed"] == 2 and rec["status"] == "completed"
 
 
+def test_a_run_that_diverges_is_not_trained_again_with_the_runs_resumed_at_its_epoch(one_batch_split, tmp_path,
+                                                                                     monkeypatch):
+    """Runs resumed from different epochs train in turn, earliest first. Run a starts afresh and
+    diverges in epoch 2, so it stops at epoch 1, where run b resumes: b then trains alone, from its
+    own resume file, and a is not trained again."""
+    ds, split = one_batch_split
+    resume = str(tmp_path / "b.resume.pt")
+    alone = train.train_run(config(seed=1), split, ds.num_classes, resume)  # leaves its epoch-1 resume file
+    real, trained = train.train_one_epoch, []
+
+    def epoch(step, model, loader, seeds, e, *args):
+        trained.append((list(seeds), e))
+        totals = real(step, model, loader, seeds, e, *args)
+        return [[math.nan, c] if (s, e) == (0, 1) else [loss, c] for s, (loss, c) in zip(seeds, totals)]
+    monkeypatch.setattr(train, "train_one_epoch", epoch)
+    a, b = train.train_group([config(seed=0), config(seed=1)], split, ds.num_classes, [None, resume], ["a", "b"])
+    assert trained == [([0], 0), ([0], 1), ([1], 1)]
+    assert a["status"] == "diverged" and a["epochs_completed"] == 1
+    assert b["status"] == "completed" and b["history"] == alone["history"] and b["test_acc"] == alone["test_acc"]
+
+
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 1e12), ("adam", 1e6)])
 def test_huge_learning_rate_diverges(tiny_split, capsys, optimizer, lr):
     ds, split = tiny_split
