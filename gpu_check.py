@@ -160,8 +160,7 @@ class Steps:
         self.records[name] = {"skipped": why}
 
     def sweep_command(self, script: str, name: str, *flags) -> list:
-        a = self.args
-        return [script, "--dataset", "fashion-mnist", "--data-dir", a.data_dir, "--device", a.device,
+        return [script, "--dataset", "fashion-mnist", "--data-dir", self.args.data_dir, "--device", self.args.device,
                 *flags, "--out", self.out(name)]
 
     def out(self, name: str) -> str:
