@@ -16,6 +16,7 @@ median of each is reported. --job trains one setting of a script on a real
 dataset both ways and times each from start to test accuracy.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -28,11 +29,12 @@ import torch.nn.functional as F
 
 import data
 from core.fused import synchronize
+from core.throughput import images_per_s, train_steps
 from core.storage import WriteError, atomic_write_text
 from sweep import OneLineParser, image_size, positive_int, whole_number
 from alexnet import AlexNet
-from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, group_batches, out_of_memory, release_memory, \
-    resolve_precision, seed_everything, tune_backends, usable_device
+from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, endless_group_batches, out_of_memory, \
+    release_memory, resolve_precision, seed_everything, tune_backends, usable_device
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in TFLOPS (fp32 accumulate),
 # matched against torch.cuda.get_device_name; the share of peak uses these.
@@ -122,89 +124,110 @@ def study_accuracy(model, loader, device):
     return correct / len(loader.dataset)
 
 
-def _forever(make_batches):
-    while True:
-        yield from make_batches()
-
-
-def bench_steps(args, device, precision):
+def synthetic_split(args, device) -> tuple:
+    """(images, labels, Split) of --images random 32x32 RGB uint8 images of 10 classes, all
+    for training."""
     g = torch.Generator().manual_seed(0)
     n = args.images
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
     dataset = data.Dataset("synthetic-cifar10", images, labels, images[:0], labels[:0], list(range(10)), "synthetic")
-    config = {**DEFAULTS, "image_size": args.image_size, "precision": precision, "compile": args.compile}
     split = Split(dataset, torch.arange(n), torch.arange(0), None, args.batch_size, args.image_size, device)
+    return images, labels, split
 
-    kernels = {}
 
-    def ours_for(k):
-        """k runs fused (seeds 0 .. k-1, the study's Adam 1e-4), k x batch images per step,
-        each layer in the form --kernels says (auto: the faster, timed as training times it)."""
-        group = Group([{**config, "seed": s} for s in range(k)], 10, device)
-        epoch = iter(range(10**9))
-        batches = _forever(lambda: group_batches(split.train, list(range(k)), next(epoch)))
-        kernels[k] = group.choose_kernels(next(batches)[0], precision, args.kernels)
-        forward = torch.compile(group.model) if args.compile else group.model
-        step = group.make_step(precision, forward)
+class StudyLoop:
+    """The study's way, as a loop of steps: called with a number of steps, trains them on
+    the next batches of per-image PIL transforms and returns the images they held."""
 
-        def run(steps):
-            group.model.train()
-            for _ in range(steps):
-                x, y = next(batches)
-                step(x, y, 1.0 / args.batch_size)
-        return run
+    def __init__(self, config: dict, images, labels, args, device):
+        seed_everything(0)
+        self.model, self.optimizer = study_model_and_optimizer(config, 10, device)
+        loader = study_loader(images, labels, args.image_size, True, args.batch_size)
+        self.batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch
+        self.device = device
 
-    seed_everything(0)
-    study_model, study_opt = study_model_and_optimizer(config, 10, device)
-    study_batches = _forever(lambda: iter(study_loader(images, labels, args.image_size, True, args.batch_size)))
-
-    def study(steps):
+    def __call__(self, steps: int) -> int:
+        images = 0
         for _ in range(steps):
-            x, y = next(study_batches)
-            study_step(study_model, study_opt, x.to(device), y.to(device))
+            x, y = next(self.batches)
+            study_step(self.model, self.optimizer, x.to(self.device), y.to(self.device))
+            images += len(y)
+        return images
 
-    loops, too_large = {"study": (study, 1)}, []
+
+class OursLoop:
+    """k runs fused (seeds 0 .. k-1, the study's Adam 1e-4), k x batch images per step, each
+    layer in the form --kernels says (auto: the faster, timed as training times it). Called
+    with a number of steps, trains them and returns the images they held."""
+
+    def __init__(self, config: dict, split, k: int, args, precision: str):
+        self.group = Group([{**config, "seed": s} for s in range(k)], 10, split.train.device)
+        self.batches = endless_group_batches(split.train, list(range(k)))
+        self.kernels = self.group.choose_kernels(next(self.batches)[0], precision, args.kernels)
+        forward = torch.compile(self.group.model) if args.compile else self.group.model
+        self.step = self.group.make_step(precision, forward)
+        self.k = k
+
+    def __call__(self, steps: int) -> int:
+        self.group.model.train()
+        return train_steps(self.step, self.batches, steps)
+
+
+def warmed_loops(config: dict, split, args, precision: str) -> tuple:
+    """({"fuse K": OursLoop} for each --fuse K, warmed up, up to the first K that runs out of
+    memory beside the smaller ones; that K, or None)."""
+    loops = {}
     for k in args.fuse:
         try:
-            loops[f"fuse {k}"] = (ours_for(k), k)
-            loops[f"fuse {k}"][0](args.warmup)
+            loops[f"fuse {k}"] = OursLoop(config, split, k, args, precision)
+            loops[f"fuse {k}"](args.warmup)
         except Exception as err:  # noqa: BLE001
             if not out_of_memory(err):
                 raise
             loops.pop(f"fuse {k}", None)
             release_memory()
-            too_large.append(k)
             # every smaller K's group is still held (the rounds alternate between them), so this is
             # the first K that does not fit beside them; alone, a larger one may fit
             print(f"fuse {k}: out of memory beside the groups of smaller K", flush=True)
-            break  # larger K need more
-    study(args.warmup)
-    synchronize(device)
+            return loops, k  # larger K need more
+    return loops, None
+
+
+def time_rounds(loops: dict, args, device) -> dict:
+    """Each loop's images/s in each of --rounds rounds, the loops taking turns within a round."""
     timings = {name: [] for name in loops}
     for r in range(args.rounds):
-        for name, (fn, k) in loops.items():
-            start = time.perf_counter()
-            fn(args.steps)
-            synchronize(device)
-            timings[name].append(k * args.steps * args.batch_size / (time.perf_counter() - start))
+        for name, loop in loops.items():
+            timings[name].append(images_per_s(loop, args.steps, device))
             print(f"round {r + 1}/{args.rounds}  {name:8s}  {timings[name][-1]:9.1f} images/s", flush=True)
+    return timings
+
+
+def bench_steps(args, device, precision):
+    """Step mode: images/s of the study's way and of our loop at each --fuse K on synthetic
+    data, the loops alternating --rounds times after a warm-up; medians and their ratios."""
+    images, labels, split = synthetic_split(args, device)
+    config = {**DEFAULTS, "image_size": args.image_size, "precision": precision, "compile": args.compile}
+    study = StudyLoop(config, images, labels, args, device)
+    ours, too_large = warmed_loops(config, split, args, precision)
+    study(args.warmup)
+    synchronize(device)
+    timings = time_rounds({"study": study, **ours}, args, device)
     study_ips = float(np.median(timings["study"]))
     flops = training_flops(args.image_size)
     matched, peak = peak_tflops(device)
-    ours = []
-    for name, (_, k) in loops.items():
-        if name == "study":
-            continue
+    rows = []
+    for name, loop in ours.items():
         ips = float(np.median(timings[name]))
         tflops = ips * flops / 1e12
-        ours.append({"fuse": k, "images_per_s": ips, "ratio": ips / study_ips, "tflops": tflops,
+        rows.append({"fuse": loop.k, "images_per_s": ips, "ratio": ips / study_ips, "tflops": tflops,
                      "peak_share": tflops / peak if peak and precision in ("bf16", "fp16") else None,
-                     "rounds": timings[name], "kernels": kernels[k]})
+                     "rounds": timings[name], "kernels": loop.kernels})
     # unrounded: each ratio is the quotient of the two rates exactly as stored
-    return {"mode": "steps", "study_images_per_s": study_ips, "study_rounds": timings["study"], "ours": ours,
-            "out_of_memory_at_fuse": too_large[0] if too_large else None,
-            "training_gflop_per_image": flops / 1e9, "peak_tflops": peak, "peak_matched": matched}
+    return {"mode": "steps", "study_images_per_s": study_ips, "study_rounds": timings["study"], "ours": rows,
+            "out_of_memory_at_fuse": too_large, "training_gflop_per_image": flops / 1e9, "peak_tflops": peak,
+            "peak_matched": matched}
 
 
 def bench_job(args, device, precision):
@@ -255,7 +278,7 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def main(argv=None) -> int:
+def parser() -> OneLineParser:
     p = OneLineParser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", action="store_true", help="time a whole run end to end instead of training steps")
     p.add_argument("--image-size", type=image_size, default=227, help="input side in pixels, 67 to 1024 (default: 227)")
@@ -279,6 +302,27 @@ def main(argv=None) -> int:
     p.add_argument("--val-size", type=positive_int, default=256, help="--job: validation images (default: 256)")
     p.add_argument("--test-size", type=positive_int, default=256, help="--job: test images (default: 256)")
     p.add_argument("--json", default=None, help="where to write the figures (default: results/bench[_job].json)")
+    return p
+
+
+def print_steps_summary(result: dict) -> None:
+    """Step mode's medians: the study's way, then each K of ours with its ratio and share of peak."""
+    print(f"median: study's way {result['study_images_per_s']:.1f} images/s")
+    for row in result["ours"]:
+        share = f", {100 * row['peak_share']:.1f}% of {result['peak_matched']}'s {result['peak_tflops']} TFLOPS " \
+                "dense bf16 peak" if row["peak_share"] is not None else ""
+        forms = row["kernels"].get("kernels")
+        print(f"ours, {row['fuse']} run(s) fused: {row['images_per_s']:.1f} images/s, {row['ratio']:.2f}x, "
+              f"{row['tflops']:.2f} TFLOPS{share}"
+              + (f"; kernels: {', '.join(f'{n} {f}' for n, f in forms.items())}" if forms else ""))
+    one = next((row for row in result["ours"] if row["fuse"] == 1), None)
+    if one:
+        print("fused vs one run: " + ", ".join(f"K = {row['fuse']} {row['images_per_s'] / one['images_per_s']:.2f}x"
+                                               for row in result["ours"] if row["fuse"] > 1))
+
+
+def main(argv=None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     try:
         device = usable_device(args.device)
@@ -301,18 +345,7 @@ def main(argv=None) -> int:
         print(f"whole run: study's way {result['study_seconds']:.1f} s, ours {result['ours_seconds']:.1f} s, "
               f"{result['ratio']:.2f}x")
     else:
-        print(f"median: study's way {result['study_images_per_s']:.1f} images/s")
-        for row in result["ours"]:
-            share = f", {100 * row['peak_share']:.1f}% of {result['peak_matched']}'s {result['peak_tflops']} TFLOPS " \
-                    "dense bf16 peak" if row["peak_share"] is not None else ""
-            forms = row["kernels"].get("kernels")
-            print(f"ours, {row['fuse']} run(s) fused: {row['images_per_s']:.1f} images/s, {row['ratio']:.2f}x, "
-                  f"{row['tflops']:.2f} TFLOPS{share}"
-                  + (f"; kernels: {', '.join(f'{n} {f}' for n, f in forms.items())}" if forms else ""))
-        one = next((row for row in result["ours"] if row["fuse"] == 1), None)
-        if one:
-            print("fused vs one run: " + ", ".join(f"K = {row['fuse']} {row['images_per_s'] / one['images_per_s']:.2f}x"
-                                                   for row in result["ours"] if row["fuse"] > 1))
+        print_steps_summary(result)
     path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                      "bench_job.json" if args.job else "bench.json")
     try:

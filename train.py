@@ -8,6 +8,8 @@ checkpoint per run (every --checkpoint-every epochs once --checkpoint-seconds
 have passed), and a run whose loss stops being finite leaves the group with
 status "diverged" while the others go on.
 """
+import functools
+import itertools
 import math
 import os
 import random
@@ -24,9 +26,10 @@ from tqdm import tqdm
 from core import checkpoints
 from core import fused
 from core import logs
+from core.throughput import images_per_s, train_steps
 from alexnet import AlexNet, loaded
 from data import DeviceLoader
-from core.fused import FusedAlexNet, fuse_inputs, synchronize
+from core.fused import FusedAlexNet, fuse_inputs
 from core.optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
 from core.results import same_config
 
@@ -213,8 +216,8 @@ class Split:
     rank and world_size > 1: this process's share of each batch of a data-parallel run."""
 
     def __init__(self, dataset, train_idx, val_idx, test_size, batch_size, image_size, device,
-                 eval_batch_size=None, rank: int = 0, world_size: int = 1):
-        eval_bs = eval_batch_size or (512 if device.type == "cuda" else 128)
+                 rank: int = 0, world_size: int = 1):
+        eval_bs = 512 if device.type == "cuda" else 128
         test_idx = torch.arange(len(dataset.test_labels))[:test_size]
         opts = dict(channels_last=use_channels_last(device), rank=rank, world_size=world_size)
         self.rank, self.world_size = rank, world_size
@@ -279,7 +282,7 @@ class Group:
         """Member k's model, optimizer, scaler and dropout generator: what a resume file holds."""
         return {"model": self.model.member_state_dict(k), "optimizer": self.optimizers[k].state_dict(),
                 "scaler": self.scalers[k].state_dict(),
-                "rng": {**checkpoints.rng_state(), "dropout": self.model.generators[k].get_state()}}
+                "rng": {"dropout": self.model.generators[k].get_state()}}
 
     def without(self, leaving: set) -> "Group":
         """The same group without the members in leaving, every other member's state kept.
@@ -397,6 +400,12 @@ def group_batches(loader: DeviceLoader, seeds: list, epoch: int):
         yield x, torch.stack([by_seed[s][1] for s in seeds])
 
 
+def endless_group_batches(loader: DeviceLoader, seeds: list):
+    """group_batches of epoch 0, 1, 2, ... without end: batches for timing steps."""
+    for epoch in itertools.count():
+        yield from group_batches(loader, seeds, epoch)
+
+
 def train_one_epoch(step, model, loader: DeviceLoader, seeds: list, epoch: int, bar_desc: str,
                     show_bar: bool) -> list:
     """One pass over the training batches; returns per member (summed objective, correct
@@ -427,8 +436,10 @@ def train_one_epoch(step, model, loader: DeviceLoader, seeds: list, epoch: int, 
 class Member:
     """One run of a group: its config and files, and what it has recorded so far."""
 
-    def __init__(self, config: dict, desc: str, resume_path: str | None):
+    def __init__(self, config: dict, desc: str, resume_path: str | None, index: int = 0):
         self.config, self.desc, self.resume_path = config, desc, resume_path
+        self.index = index  # its place among the runs given to train_group
+        self.outcome = None  # its record, once it has finished
         self.history = {"loss": [], "train_acc": [], "val_acc": []}
         self.timing = {key: [] for key in TIMINGS}
         self.status, self.state = "completed", None
@@ -446,11 +457,8 @@ class Member:
                 logs.problem(f"{self.desc}: ignoring {self.resume_path}, written for a different config")
                 return
             epoch, history = int(state["epoch"]), dict(state["history"])
-            if "dropout" not in state["rng"]:
-                raise checkpoints.CheckpointError(f"{self.resume_path} was written by an earlier version of "
-                                                  f"this repository, without the run's own dropout RNG")
             if not all(len(history[k]) == epoch for k in ("loss", "train_acc", "val_acc")) or \
-                    not {"model", "optimizer", "scaler"} <= state.keys():
+                    not {"model", "optimizer", "scaler", "rng"} <= state.keys():
                 raise checkpoints.CheckpointError(f"{self.resume_path} is damaged (its parts do not fit together)")
         except (checkpoints.CheckpointError, KeyError, TypeError, ValueError) as err:
             logs.problem(f"{self.desc}: cannot resume: {logs.shorten(str(err).splitlines()[0], 200)}; "
@@ -469,6 +477,12 @@ class Member:
     @property
     def epoch(self) -> int:
         return len(self.history["loss"])
+
+    def finish(self, record: dict, on_finish=None) -> None:
+        """Keep the run's record and hand it to on_finish(index, record) at once."""
+        self.outcome = record
+        if on_finish:
+            on_finish(self.index, record)
 
     def note_validation(self, val_acc: float, group: "Group", j: int) -> None:
         """Keep a copy of the weights of the best validation epoch so far (the first of equals)."""
@@ -507,103 +521,154 @@ def train_group(configs: list, split: Split, num_classes: int, resume_paths: lis
     group at the end of that epoch). Runs resumed from different epochs train in turn."""
     shared = [{k: v for k, v in c.items() if k not in MEMBER_KEYS} for c in configs]
     assert all(same_config(s, shared[0]) for s in shared), "runs of one group may differ only in MEMBER_KEYS"
-    members = [Member(c, d, r) for c, d, r in zip(configs, descs or [f"run {i}" for i in range(len(configs))],
-                                                   resume_paths or [None] * len(configs))]
+    descs = descs or [f"run {i}" for i in range(len(configs))]
+    resume_paths = resume_paths or [None] * len(configs)
+    members = [Member(c, d, r, i) for i, (c, d, r) in enumerate(zip(configs, descs, resume_paths))]
     for m in members:
         m.load_resume()
-    records = [None] * len(members)
-    for epoch in sorted({m.epoch for m in members}):
-        chosen = [i for i, m in enumerate(members) if m.epoch == epoch]
-
-        def finish(j, record, chosen=chosen):
-            records[chosen[j]] = record
-            if on_finish:
-                on_finish(chosen[j], record)
-
-        _train_group([members[i] for i in chosen], split, num_classes, finish)
-    return records
+    # grouped by the epoch each resumes from before any trains: a run that diverges stays at its epoch
+    cohorts = [[m for m in members if m.epoch == epoch] for epoch in sorted({m.epoch for m in members})]
+    for cohort in cohorts:
+        train_together(cohort, split, num_classes, on_finish)
+    return [m.outcome for m in members]
 
 
-def _train_group(members: list, split: Split, num_classes: int, finish) -> None:
-    device, precision, world = split.train.device, members[0].config["precision"], split.world_size
-    config = members[0].config  # what every member shares
-    started = time.perf_counter()
-    group = Group([m.config for m in members], num_classes, device,
-                  [m.state for m in members] if members[0].state else None)
-    for m in members:
-        m.state = None  # the group holds it now
-    active = list(range(len(members)))  # indices into members of those still training
-    _kernels(group, split, members, config, precision)
-    step_model, step = _prepared(group, config, device, world, precision)
+class ActiveGroup:
+    """The members still training together, the fused Group that holds them, and the step
+    that trains it; rebuilt without the members that leave."""
+
+    def __init__(self, members: list, split: Split, num_classes: int):
+        self.members, self.split = members, split
+        self.config = members[0].config  # what every member shares
+        self.precision = self.config["precision"]
+        self.group = Group([m.config for m in members], num_classes, split.train.device,
+                           [m.state for m in members] if members[0].state else None)
+        for m in members:
+            m.state = None  # the group holds it now
+        self._prepare()
+
+    def seeds(self) -> list:
+        return [m.config["seed"] for m in self.members]
+
+    def _prepare(self) -> None:
+        """Choose the group's kernels on its first batch (each member notes the choice) and
+        build its step, DDP- and compile-wrapped as the config asks."""
+        x = None
+        if self.group.k > 1:
+            x, _ = next(group_batches(self.split.train, self.seeds(), self.members[0].epoch))
+        chosen = self.group.choose_kernels(x, self.precision, self.config.get("kernels", "auto"))
+        for m in self.members:
+            m.kernels = chosen
+        self.step_model, self.step = _prepared(self.group, self.config, self.split.train.device,
+                                               self.split.world_size, self.precision)
+
+    def without(self, leaving: set) -> None:
+        """Go on without the members in leaving: their weights leave with them, the others go
+        on unchanged. With none left, nothing is rebuilt."""
+        self.members = [m for j, m in enumerate(self.members) if j not in leaving]
+        if not self.members:
+            return
+        self.step_model = self.step = None  # they hold the old group's model, which Group.without frees
+        self.group = self.group.without(leaving)
+        self._prepare()
+
+
+def train_together(members: list, split: Split, num_classes: int, on_finish=None) -> None:
+    """Train members, all resumed at (or starting from) the same epoch, as one fused group up to
+    their last epoch: each epoch trains, lets the diverged runs leave, validates, notes, and
+    saves resume files when due. Each member finishes (Member.finish) as it diverges or completes."""
+    config, started = members[0].config, time.perf_counter()
+    active = ActiveGroup(members, split, num_classes)
     show_bar = sys.stderr.isatty() and split.rank == 0
     images = max(len(split.train.indices), 1)  # every process's share, together
     label = members[0].desc if len(members) == 1 else f"{len(members)} runs"
     last_saved = time.perf_counter()
     for epoch in range(members[0].epoch, config["epochs"]):
         tick = time.perf_counter()
-        totals = train_one_epoch(step, step_model, split.train, [members[i].config["seed"] for i in active], epoch,
+        totals = train_one_epoch(active.step, active.step_model, split.train, active.seeds(), epoch,
                                  f"{label} epoch {epoch + 1}/{config['epochs']}", show_bar)
         train_seconds = time.perf_counter() - tick  # the .tolist() above waited for the device
-        leaving = {j for j, (loss, _) in enumerate(totals) if not math.isfinite(loss / images)}
-        overflowing = group.overflowing() - leaving
-        for j in sorted(leaving | overflowing):
-            m = members[active[j]]
-            m.status = "diverged"
-            logs.info(f"{m.desc}: " + (f"loss is {totals[j][0] / images}" if j in leaving else
-                                       f"fp16 gradients overflowed until the loss scale fell below {MIN_LOSS_SCALE}")
-                      + f" in epoch {epoch + 1}; stopping this run as diverged")
-            finish(active[j], m.record(started, group.model.member_state_dict(j)))
-        leaving |= overflowing
-        if leaving:
-            if len(leaving) == len(active):
-                return
-            step_model = step = None  # they hold the old group's model, which without() frees
-            group = group.without(leaving)  # NaN weights leave with their member; the others go on unchanged
-            totals = [t for j, t in enumerate(totals) if j not in leaving]
-            active = [i for j, i in enumerate(active) if j not in leaving]
-            _kernels(group, split, [members[i] for i in active], config, precision)
-            step_model, step = _prepared(group, config, device, world, precision)
+        totals = leave_diverged(active, totals, images, epoch, started, on_finish)
+        if not active.members:
+            return
         tick = time.perf_counter()
-        train_accs = ([correct / images for _, correct in totals] if config["train_acc"] == "epoch"
-                      else evaluate(step_model, split.train_eval, precision))
-        val_accs = evaluate(step_model, split.val, precision)
+        train_accs, val_accs = accuracies(active, totals, images)
         eval_seconds = time.perf_counter() - tick
-        for j, i in enumerate(active):
-            m = members[i]
-            m.history["loss"].append(totals[j][0] / images)
-            m.history["train_acc"].append(train_accs[j])
-            m.history["val_acc"].append(val_accs[j])
-            m.note_validation(val_accs[j], group, j)
-            logs.info(f"{m.desc} epoch {epoch + 1}/{config['epochs']}: loss {m.history['loss'][-1]:.4f}  "
-                      f"train_acc {train_accs[j]:.4f}  val_acc {val_accs[j]:.4f}  "
-                      f"({len(active) * images / train_seconds:.0f} images/s"
-                      + (f" for {len(active)} runs)" if len(active) > 1 else ")"))
+        losses = [loss / images for loss, _ in totals]
+        note_epoch(active, losses, train_accs, val_accs, epoch, len(active.members) * images / train_seconds)
         tick = time.perf_counter()
-        due = (epoch + 1 < config["epochs"] and (epoch + 1) % config["checkpoint_every"] == 0
-               and tick - last_saved >= config["checkpoint_seconds"])
-        if due and split.rank == 0:
-            save_resume_files(group, [members[i] for i in active], epoch + 1)
+        if checkpoint_due(config, epoch, tick - last_saved) and split.rank == 0:
+            save_resume_files(active.group, active.members, epoch + 1)
             last_saved = time.perf_counter()
-        epoch_timing = dict(train_seconds=train_seconds, images_per_s=len(active) * images / train_seconds,
-                            eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick)
-        for i in active:
-            for key in TIMINGS:
-                members[i].timing[key].append(round(epoch_timing[key], 4))
-
-    finals = [group.model.member_state_dict(j) for j in range(len(active))]
-    test_accs, at_best = final_accuracies(group, [members[i] for i in active], step_model, split.test, precision)
-    for j, i in enumerate(active):
-        finish(i, members[i].record(started, finals[j], test_accs[j], at_best[j]))
+        note_timing(active.members, dict(train_seconds=train_seconds,
+                                         images_per_s=len(active.members) * images / train_seconds,
+                                         eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick))
+    finish_completed(active, started, on_finish)
 
 
-def _kernels(group: Group, split: Split, members: list, config: dict, precision: str) -> None:
-    """Choose the group's kernels on its first batch and note the choice in each member."""
-    x = None
-    if group.k > 1:
-        x, _ = next(group_batches(split.train, [m.config["seed"] for m in members], members[0].epoch))
-    chosen = group.choose_kernels(x, precision, config.get("kernels", "auto"))
+def leave_diverged(active: ActiveGroup, totals: list, images: int, epoch: int, started: float, on_finish) -> list:
+    """Finish as diverged the members whose loss is not finite or whose fp16 gradients kept
+    overflowing, and go on without them; returns the totals of the members that go on."""
+    leaving = {j for j, (loss, _) in enumerate(totals) if not math.isfinite(loss / images)}
+    overflowing = active.group.overflowing() - leaving
+    for j in sorted(leaving | overflowing):
+        m = active.members[j]
+        m.status = "diverged"
+        logs.info(f"{m.desc}: " + (f"loss is {totals[j][0] / images}" if j in leaving else
+                                   f"fp16 gradients overflowed until the loss scale fell below {MIN_LOSS_SCALE}")
+                  + f" in epoch {epoch + 1}; stopping this run as diverged")
+        m.finish(m.record(started, active.group.model.member_state_dict(j)), on_finish)
+    leaving |= overflowing
+    if leaving:
+        active.without(leaving)
+    return [t for j, t in enumerate(totals) if j not in leaving]
+
+
+def accuracies(active: ActiveGroup, totals: list, images: int) -> tuple:
+    """(each member's training accuracy: counted on the epoch's batches, or a second pass in
+    eval mode where train_acc says "eval"; each member's validation accuracy)."""
+    split, model, precision = active.split, active.step_model, active.precision
+    train_accs = ([correct / images for _, correct in totals] if active.config["train_acc"] == "epoch"
+                  else evaluate(model, split.train_eval, precision))
+    return train_accs, evaluate(model, split.val, precision)
+
+
+def note_epoch(active: ActiveGroup, losses: list, train_accs: list, val_accs: list, epoch: int,
+               images_per_s: float) -> None:
+    """Each member's loss and accuracies of the epoch into its history, its best epoch so far,
+    and one line of log each."""
+    runs, epochs = len(active.members), active.config["epochs"]
+    for j, (m, loss, train_acc, val_acc) in enumerate(zip(active.members, losses, train_accs, val_accs)):
+        m.history["loss"].append(loss)
+        m.history["train_acc"].append(train_acc)
+        m.history["val_acc"].append(val_acc)
+        m.note_validation(val_acc, active.group, j)
+        logs.info(f"{m.desc} epoch {epoch + 1}/{epochs}: loss {loss:.4f}  train_acc {train_acc:.4f}  "
+                  f"val_acc {val_acc:.4f}  ({images_per_s:.0f} images/s" + (f" for {runs} runs)" if runs > 1 else ")"))
+
+
+def checkpoint_due(config: dict, epoch: int, since_saved: float) -> bool:
+    """Whether epoch (0-based, just trained) ends with resume files: not the last epoch, a
+    multiple of checkpoint_every, and checkpoint_seconds since the last were saved."""
+    return (epoch + 1 < config["epochs"] and (epoch + 1) % config["checkpoint_every"] == 0
+            and since_saved >= config["checkpoint_seconds"])
+
+
+def note_timing(members: list, timing: dict) -> None:
+    """The epoch's timings (TIMINGS) into each member's record."""
     for m in members:
-        m.kernels = chosen
+        for key in TIMINGS:
+            m.timing[key].append(round(timing[key], 4))
+
+
+def finish_completed(active: ActiveGroup, started: float, on_finish) -> None:
+    """Finish each member that trained to its last epoch, with the test accuracy of its last
+    weights and of its best validation epoch's."""
+    finals = [active.group.model.member_state_dict(j) for j in range(len(active.members))]
+    test_accs, at_best = final_accuracies(active.group, active.members, active.step_model, active.split.test,
+                                          active.precision)
+    for j, m in enumerate(active.members):
+        m.finish(m.record(started, finals[j], test_accs[j], at_best[j]), on_finish)
 
 
 # What a failed allocation says where it is not torch's own OutOfMemoryError: CUDA's and the CPU
@@ -634,36 +699,31 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
     of split's batches after warmup untimed ones (kernels chosen first, as training does).
     Nothing is saved; the caller's runs start afresh."""
     device, precision = split.train.device, configs[0]["precision"]
-    seeds = [c["seed"] for c in configs]
-    group, step = Group(configs, num_classes, device), None
+    group, run_steps = Group(configs, num_classes, device), None
     try:
-        batches = (b for epoch in range(10**9) for b in group_batches(split.train, seeds, epoch))
-        x, y = next(batches)
-        group.choose_kernels(x, precision, configs[0].get("kernels", "auto"))
-        step = group.make_step(precision)
+        batches = endless_group_batches(split.train, [c["seed"] for c in configs])
+        group.choose_kernels(next(batches)[0], precision, configs[0].get("kernels", "auto"))
+        run_steps = functools.partial(train_steps, group.make_step(precision), batches,
+                                      world_size=split.train.world_size)
         group.model.train()
-        images, start = 0, None
-        for i in range(warmup + steps):
-            if i == warmup:
-                synchronize(device)
-                start = time.perf_counter()
-            objective, _ = step(x, y, split.train.world_size / y.shape[1])
-            images += y.numel() if i >= warmup else 0
-            x, y = next(batches)
-        objective.sum().item()  # waits for the device
-        seconds = time.perf_counter() - start
-        # and one evaluation forward beside the group as training holds it, untimed: a K that
-        # trains but cannot evaluate runs out of memory here, not after its first epoch
-        loader = next((l for l in (split.val, split.test, split.train_eval) if len(l.indices)), None)
-        if loader is not None:
-            with torch.inference_mode():
-                forwards = eval_forwards(group.model, loader, precision)
-                next(forwards)
-                forwards.close()
-        return images / seconds
+        run_steps(warmup)
+        rate = images_per_s(run_steps, steps, device)
+        evaluation_forward(group.model, split, precision)
+        return rate
     finally:
-        del group, step  # the step closure holds the group too
+        del group, run_steps  # the step holds the group too
         release_memory()
+
+
+def evaluation_forward(model: torch.nn.Module, split: Split, precision: str) -> None:
+    """One evaluation forward beside the group as training holds it, untimed: a K that trains
+    but cannot evaluate runs out of memory here, not after its first epoch."""
+    loader = next((l for l in (split.val, split.test, split.train_eval) if len(l.indices)), None)
+    if loader is not None:
+        with torch.inference_mode():
+            forwards = eval_forwards(model, loader, precision)
+            next(forwards)
+            forwards.close()
 
 
 def save_resume_files(group: Group, members: list, epoch: int) -> None:

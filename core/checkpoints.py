@@ -1,5 +1,5 @@
 """Checkpoints: one schema of plain dicts, written atomically, read with
-weights_only, and the RNG states a resume needs.
+weights_only.
 
 models/<experiment>/<run>.pt, a finished run's last weights:
     {"model": AlexNet state_dict, "config", "history", "test_acc", "best_val_acc",
@@ -11,6 +11,8 @@ models/<experiment>/<run>.best.pt, the same run's weights at its best validation
 (--save keeps both, the last, the best or neither; each run's record lists its files)
 models/<experiment>/<run>.resume.pt, an unfinished run after its last saved epoch:
     {"model", "optimizer", "scaler", "epoch", "history", "rng", "config", "best"}
+    ("rng": {"dropout": the run's own dropout generator's state}; nothing else draws
+    from a generator once a run has been initialised)
     ("best": the best validation epoch so far, its weights unless they are "model")
     (a run trained in a fused group has its own, in the same schema: its AlexNet
     state_dict, its optimizer's state over AlexNet.parameters(), its dropout RNG)
@@ -18,9 +20,7 @@ models/<experiment>/<run>.resume.pt, an unfinished run after its last saved epoc
 Both load anywhere with torch.load(path, weights_only=True, map_location="cpu").
 """
 import os
-import random
 
-import numpy as np
 import torch
 
 from core.logs import shorten
@@ -125,22 +125,5 @@ def final_state(model_state: dict, record: dict, experiment: str, num_classes: i
 
 
 def resume_state(member_state: dict, epoch: int, history: dict, config: dict) -> dict:
-    """member_state: train.Group.member_state's model, optimizer, scaler and rng."""
+    """member_state: train.Group.member_state's model, optimizer, scaler and dropout rng."""
     return {**member_state, "epoch": epoch, "history": history, "config": config}
-
-
-def rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
-            "python": random.getstate()}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))

@@ -17,7 +17,10 @@ def eval_split(mnist_dir):
     evaluated in batches of 8."""
     ds = data.load_dataset("mnist", str(mnist_dir), 67, download=False)
     train_idx, val_idx = data.split_indices(len(ds.train_labels), "full", 8, 16)
-    return ds, train.Split(ds, train_idx, val_idx, 16, 4, 67, torch.device("cpu"), eval_batch_size=8)
+    split = train.Split(ds, train_idx, val_idx, 16, 4, 67, torch.device("cpu"))
+    for loader in (split.train_eval, split.val, split.test):
+        loader.batch_size = 8  # smaller than the validation set, so that a batch is split among K
+    return ds, split
 
 
 def inputs_seen(model):

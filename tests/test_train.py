@@ -96,19 +96,6 @@ def test_atomic_save_and_load_checkpoint(tmp_path):
     assert torch.equal(got["a"], torch.arange(3)) and got["h"] == [1.0, 2.0] and got["n"] is None
 
 
-def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
-    import random
-    import numpy as np
-    train.seed_everything(3)
-    path = str(tmp_path / "rng.pt")
-    checkpoints.save({"rng": checkpoints.rng_state()}, path)
-    expected = (torch.rand(3), np.random.rand(3), random.random())
-    train.seed_everything(99)
-    checkpoints.set_rng_state(checkpoints.load(path)["rng"])
-    got = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
-
-
 # ---------------------------------------------------------------------------
 # train_run
 
@@ -196,7 +183,7 @@ def test_weight_penalty_enters_the_reported_loss(tiny_split, first_epoch):
 def test_in_process_resume_reproduces_the_uninterrupted_run(tiny_split, tmp_path, capsys):
     """A 2-epoch run leaves a resume checkpoint after epoch 1; a second call on it
     resumes there and must end exactly where the first run ended (dropout on, so the
-    global RNG state has to be restored too)."""
+    run's own dropout RNG state has to be restored too)."""
     ds, split = tiny_split
     cfg = config(epochs=2, dropout=0.3)
     resume = str(tmp_path / "run.resume.pt")
@@ -231,6 +218,27 @@ def test_resume_file_for_another_config_is_ignored(one_batch_split, tmp_path, ca
     captured = capsys.readouterr()
     assert "ignoring" in captured.err and "resuming" not in captured.out + captured.err
     assert rec["epochs_completed"] == 2 and rec["status"] == "completed"
+
+
+def test_a_run_that_diverges_is_not_trained_again_with_the_runs_resumed_at_its_epoch(one_batch_split, tmp_path,
+                                                                                     monkeypatch):
+    """Runs resumed from different epochs train in turn, earliest first. Run a starts afresh and
+    diverges in epoch 2, so it stops at epoch 1, where run b resumes: b then trains alone, from its
+    own resume file, and a is not trained again."""
+    ds, split = one_batch_split
+    resume = str(tmp_path / "b.resume.pt")
+    alone = train.train_run(config(seed=1), split, ds.num_classes, resume)  # leaves its epoch-1 resume file
+    real, trained = train.train_one_epoch, []
+
+    def epoch(step, model, loader, seeds, e, *args):
+        trained.append((list(seeds), e))
+        totals = real(step, model, loader, seeds, e, *args)
+        return [[math.nan, c] if (s, e) == (0, 1) else [loss, c] for s, (loss, c) in zip(seeds, totals)]
+    monkeypatch.setattr(train, "train_one_epoch", epoch)
+    a, b = train.train_group([config(seed=0), config(seed=1)], split, ds.num_classes, [None, resume], ["a", "b"])
+    assert trained == [([0], 0), ([0], 1), ([1], 1)]
+    assert a["status"] == "diverged" and a["epochs_completed"] == 1
+    assert b["status"] == "completed" and b["history"] == alone["history"] and b["test_acc"] == alone["test_acc"]
 
 
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 1e12), ("adam", 1e6)])
