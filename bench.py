@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import data
-from core.fused import synchronize
+from core.kernels import synchronize
 from core.storage import WriteError, atomic_write_text
 from sweep import OneLineParser, image_size, positive_int, whole_number
 from alexnet import AlexNet

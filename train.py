@@ -18,15 +18,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from core import checkpoints
 from core import fused
+from core import kernels
 from core import logs
 from alexnet import AlexNet, loaded
 from data import DeviceLoader
-from core.fused import FusedAlexNet, fuse_inputs, synchronize
+from core.fused import FusedAlexNet, fuse_inputs
+from core.kernels import synchronize
 from core.optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
 from core.results import same_config
 
@@ -258,11 +259,8 @@ class Group:
                                   generators).to(device)
         if use_channels_last(device):
             self.model = self.model.to(memory_format=torch.channels_last)
-        # member k's parameters: leaves sharing storage with its rows of the fused weights
-        self.params = [[nn.Parameter(t.detach()) for t in self.model.member_tensors(k).values()]
-                       for k in range(self.k)]
-        names = list(self.model.member_tensors(0))
-        self.model.member_params = [dict(zip(names, ps)) for ps in self.params]
+        # member k's parameters: the model's leaves sharing storage with its rows of the fused weights
+        self.params = [list(member.values()) for member in self.model.member_params]
         self.optimizers = [make_optimizer(c["optimizer"], p, c["lr"]) for c, p in zip(configs, self.params)]
         # fp16: a gradient scaler per member, so that one member's overflow skips and shrinks only its own step
         self.fp16 = configs[0]["precision"] == "fp16"
@@ -299,16 +297,18 @@ class Group:
             return set()
         return {k for k, scaler in enumerate(self.scalers) if scaler.get_scale() < MIN_LOSS_SCALE}
 
-    def choose_kernels(self, x: torch.Tensor, precision: str, how: str = "auto") -> dict:
+    def choose_kernels(self, x: torch.Tensor, precision: str, how: str = "auto", chosen: dict | None = None) -> dict:
         """Each fused layer's form: the faster of grouped and split timed on x's shapes (auto),
-        or the one given; returns what each run's record keeps of it."""
+        or the one given; returns what each run's record keeps of it. chosen: the choices
+        timed so far (kernels.choose_kernels), kept by the caller across groups; None: time anew."""
         if self.k == 1:
             return {"how": "one run: plain layers"}
         if how != "auto":
             self.model.kernels = {name: how for name in fused.LAYERS}
             return {"how": f"--kernels {how}", "kernels": dict(self.model.kernels)}
-        kernels, timings = fused.choose_kernels(self.model, x, lambda: autocast(self.device, precision), precision)
-        return {"how": "timed per layer (seconds of forward + backward)", "kernels": kernels, "seconds": timings}
+        forms, timings = kernels.choose_kernels(self.model, x, lambda: autocast(self.device, precision), precision,
+                                                chosen=chosen)
+        return {"how": "timed per layer (seconds of forward + backward)", "kernels": forms, "seconds": timings}
 
     def make_step(self, precision: str, forward=None):
         """One optimisation step of every member on its own batch; what it returns stays on
