@@ -321,7 +321,7 @@ class Group:
             1 / B makes it the batch mean; world_size / global batch size makes DDP's gradient
             averaging give the mean over the global batch. Returns each member's summed
             objective (cross-entropy plus penalty per image, K) and the logits (K x B x classes).
-            rows: which rows of a data-parallel global batch x holds (FusedAlexNet._scale)."""
+            rows: which rows of a data-parallel global batch x holds (MemberDropout.mask)."""
             with autocast(self.device, precision):
                 logits = forward(x) if rows is None else forward(x, rows)
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
