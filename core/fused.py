@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.fused_layers import (GroupedConv2d, GroupedLinear, MemberDropout, member_activation, memory_format_of,
+from core.fused_layers import (FusedConv2d, FusedLinear, MemberDropout, member_activation, memory_format_of,
                                weight_penalty)
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")  # strides and paddings: alexnet.py's
@@ -46,9 +46,9 @@ class FusedAlexNet(nn.Module):
         super().__init__()
         self.k = len(members)
         for name in CONVS:
-            self.add_module(name, GroupedConv2d.of([getattr(m, name) for m in members]))
+            self.add_module(name, FusedConv2d.of([getattr(m, name) for m in members]).in_form("grouped"))
         for name in FCS:
-            self.add_module(name, GroupedLinear.of([getattr(m, name) for m in members]).in_form("grouped"))
+            self.add_module(name, FusedLinear.of([getattr(m, name) for m in members]).in_form("grouped"))
         self.activation = member_activation(activations)
         self.dropout = MemberDropout(dropouts, generators)
         self.member_params = self._member_leaves()
