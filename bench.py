@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import data
-from core.fused import synchronize
+from core.kernels import synchronize
 from core.throughput import images_per_s, train_steps
 from core.storage import WriteError, atomic_write_text
 from sweep import OneLineParser, image_size, positive_int, whole_number

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from core import checkpoints
 from core import fused
+from core import kernels
 from core import logs
 from core.throughput import images_per_s, train_steps
 from alexnet import AlexNet, loaded
@@ -261,11 +261,8 @@ class Group:
                                   generators).to(device)
         if use_channels_last(device):
             self.model = self.model.to(memory_format=torch.channels_last)
-        # member k's parameters: leaves sharing storage with its rows of the fused weights
-        self.params = [[nn.Parameter(t.detach()) for t in self.model.member_tensors(k).values()]
-                       for k in range(self.k)]
-        names = list(self.model.member_tensors(0))
-        self.model.member_params = [dict(zip(names, ps)) for ps in self.params]
+        # member k's parameters: the model's leaves sharing storage with its rows of the fused weights
+        self.params = [list(member.values()) for member in self.model.member_params]
         self.optimizers = [make_optimizer(c["optimizer"], p, c["lr"]) for c, p in zip(configs, self.params)]
         # fp16: a gradient scaler per member, so that one member's overflow skips and shrinks only its own step
         self.fp16 = configs[0]["precision"] == "fp16"
@@ -302,16 +299,18 @@ class Group:
             return set()
         return {k for k, scaler in enumerate(self.scalers) if scaler.get_scale() < MIN_LOSS_SCALE}
 
-    def choose_kernels(self, x: torch.Tensor, precision: str, how: str = "auto") -> dict:
+    def choose_kernels(self, x: torch.Tensor, precision: str, how: str = "auto", chosen: dict | None = None) -> dict:
         """Each fused layer's form: the faster of grouped and split timed on x's shapes (auto),
-        or the one given; returns what each run's record keeps of it."""
+        or the one given; returns what each run's record keeps of it. chosen: the choices
+        timed so far (kernels.choose_kernels), kept by the caller across groups; None: time anew."""
         if self.k == 1:
             return {"how": "one run: plain layers"}
         if how != "auto":
             self.model.kernels = {name: how for name in fused.LAYERS}
             return {"how": f"--kernels {how}", "kernels": dict(self.model.kernels)}
-        kernels, timings = fused.choose_kernels(self.model, x, lambda: autocast(self.device, precision), precision)
-        return {"how": "timed per layer (seconds of forward + backward)", "kernels": kernels, "seconds": timings}
+        forms, timings = kernels.choose_kernels(self.model, x, lambda: autocast(self.device, precision), precision,
+                                                chosen=chosen)
+        return {"how": "timed per layer (seconds of forward + backward)", "kernels": forms, "seconds": timings}
 
     def make_step(self, precision: str, forward=None):
         """One optimisation step of every member on its own batch; what it returns stays on
@@ -324,7 +323,7 @@ class Group:
             1 / B makes it the batch mean; world_size / global batch size makes DDP's gradient
             averaging give the mean over the global batch. Returns each member's summed
             objective (cross-entropy plus penalty per image, K) and the logits (K x B x classes).
-            rows: which rows of a data-parallel global batch x holds (FusedAlexNet._scale)."""
+            rows: which rows of a data-parallel global batch x holds (MemberDropout.mask)."""
             with autocast(self.device, precision):
                 logits = forward(x) if rows is None else forward(x, rows)
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from core.fused import synchronize
+from core.kernels import synchronize
 
 
 def wait_for(device: torch.device) -> None:

@@ -106,8 +106,6 @@ def test_choosing_kernels_changes_no_weight_and_no_dropout_stream(tiny_split):
     streams = [g.get_state() for g in group.model.generators]
     x, _ = next(train.group_batches(split.train, [0, 1], 0))
     x = x[:1]  # one image (each member's first) is enough to time every layer in both forms: about a third less CPU
-    from core import fused
-    fused._CHOSEN.clear()
     chosen = group.choose_kernels(x, "fp32", "auto")
     assert chosen["how"].startswith("timed") and set(chosen["seconds"]) >= set(LAYERS)  # both forms were run
     assert all(set(chosen["seconds"][name]) == {"grouped", "split"} for name in LAYERS)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import data
 from core import fused
+from core import kernels as choosing
 import sweep
 import train
 from alexnet import AlexNet
@@ -63,8 +64,7 @@ def test_grouped_and_split_forms_of_every_layer_agree():
         results = {}
         for form in fused.FORMS:
             x = inputs[name].clone().requires_grad_()
-            run = model.conv if name in fused.CONVS else model.linear
-            out = run(name, x, form)
+            out = getattr(model, name).in_form(form)(x)
             out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
             layer = getattr(model, name)
             results[form] = (out.detach(), x.grad, layer.weight.grad.clone(), layer.bias.grad.clone())
@@ -100,15 +100,15 @@ def test_kernels_are_chosen_by_the_timings():
     timer = lambda model, name, x, form, autocast: 1.0 if form == faster[name] else 2.0
     x = torch.randn(2, 3 * k, 67, 67)
     autocast = lambda: train.autocast(torch.device("cpu"), "fp32")
-    kernels, timings = fused.choose_kernels(model, x, autocast, key="table-1", timer=timer,
-                                            model_timer=lambda m, x, kernels, a: 1.0 if kernels == faster else 2.0)
+    kernels, timings = choosing.choose_kernels(model, x, autocast, key="table-1", timer=timer,
+                                               model_timer=lambda m, x, kernels, a: 1.0 if kernels == faster else 2.0)
     assert kernels == faster == model.kernels and not model.apart
     assert timings["conv1"] == {"grouped": 1.0, "split": 2.0}
     assert timings["whole model"] == {"per layer": 1.0, "all split": 2.0}
-    kernels, _ = fused.choose_kernels(model, x, autocast, key="table-2", timer=timer,
-                                      model_timer=lambda m, x, kernels, a: 2.0 if kernels == faster else 1.0)
+    kernels, _ = choosing.choose_kernels(model, x, autocast, key="table-2", timer=timer,
+                                         model_timer=lambda m, x, kernels, a: 2.0 if kernels == faster else 1.0)
     assert kernels == {name: "split" for name in fused.LAYERS} and model.apart
-    assert fused.pick_kernels({"fc1": {"grouped": 3.0, "split": 3.0}}) == {"fc1": "grouped"}
+    assert choosing.pick_kernels({"fc1": {"grouped": 3.0, "split": 3.0}}) == {"fc1": "grouped"}
 
 
 # -- fp16 with a scaler per member --------------------------------------------------------

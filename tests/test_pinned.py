@@ -191,13 +191,13 @@ def test_fused_dropout_scales_as_nn_dropout():
     model = FusedAlexNet(members, ["relu", "relu"], [0.25, 0.0], [torch.Generator().manual_seed(i) for i in (0, 1)])
     x = torch.full((2, 64, 100), 3.0)
     model.train()
-    out = model._drop(x)
+    out = model.dropout(x)
     reference = nn.Dropout(0.25).train()(x[0])
     assert set(out[0].unique().tolist()) == set(reference.unique().tolist()) == {0.0, 4.0}
     assert 0.15 < (out[0] == 0).float().mean() < 0.35
     assert torch.equal(out[1], x[1])
     model.eval()
-    assert torch.equal(model._drop(x), x)
+    assert torch.equal(model.dropout(x), x)
 
 
 # -- records under their own names --------------------------------------------------------
