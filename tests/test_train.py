@@ -265,8 +265,8 @@ def test_a_sweep_on_the_cpu_keeps_freed_memory_for_the_next_step():
         pytest.skip("not glibc: the C library has no mallopt, and nothing changes")
     code = f"""import resource, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
-import train
-train.tune_backends(torch.device("cpu"))
+from core import device
+device.tune_backends(torch.device("cpu"))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     t = torch.ones(30_000_000)  # 120 MB; fc1's weight at 227 px is 151 MB
