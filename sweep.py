@@ -32,14 +32,15 @@ from core import logs
 from core import storage
 from core.device import out_of_memory, release_memory, resolved, training_device, tune_backends
 from core.disk import check_disk, disk_needs, resume_epochs
-from core.flags import Options, add_parallel_flags, build_parser, resolve_config
+from core.flags import Options, add_parallel_flags, build_parser, check_flags, check_out, resolve_config, settings_of
 from core.flags import parse_number  # noqa: F401 (the scripts' sweep.parse_number)
 from core.fuse_k import choose_fuse
 from core.plan import Job, assign, make_groups, my_shard, plan, repeated_run, split_finished, tuned_sweep
 from core.results import (ResultsError, add_to_plan, finished, forget_pending, listed, read_results, record_path,
-                          results_path, run_key, sweeping_path, table, write_record, write_results)
-from core.results import fmt  # also the scripts' sweep.fmt
-from train import DEFAULTS, KERNELS, OPTIMIZERS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES
+                          results_path, run_key, sweeping_path, write_record, write_results)
+from core.results import fmt  # noqa: F401 (the scripts' sweep.fmt)
+from core.summary import show_results
+from train import DEFAULTS, KERNELS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 OPTIONS = Options(defaults=DEFAULTS, datasets=data.DATASETS, regimes=data.REGIMES, precisions=PRECISIONS,
@@ -138,48 +139,6 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
     except (storage.WriteError, ResultsError) as err:
         logs.problem(f"error: {err}. Finished runs are kept; fix this, then run the same command again to resume")
         return 1
-
-
-def settings_of(parser, args, values: list, make_run, prepare) -> list:
-    """The sweep's settings, [(name, params)], from --values (or the script's values) and the
-    script's make_run (or the one its prepare(args) returns); a bad value ends the program."""
-    if prepare:
-        try:
-            make_run = prepare(args) or make_run
-        except ValueError as err:
-            parser.error(str(err))
-    try:
-        sweep = [make_run(v) for v in (args.values or values)]
-    except ValueError as err:
-        parser.error(f"argument --values: {err}")
-    names = [name for name, _ in sweep]
-    if len(set(names)) != len(names):
-        parser.error("argument --values: a value is given twice")
-    return sweep
-
-
-def check_flags(parser, args, sweep: list, base: dict, world: int) -> None:
-    """End the program with one line where the settings cannot be trained as the flags ask."""
-    for name, params in sweep:
-        if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
-            parser.error(f"argument --values: unknown optimizer in {name!r}")
-    largest, last = 2**31 - 1, base["seed"] + args.seeds - 1  # as --seed allows
-    if last > largest:
-        parser.error(f"argument --seeds: seeds {base['seed']} to {last} go past {largest}, the largest seed; "
-                     f"use at most --seeds {largest - base['seed'] + 1}")
-    if args.fuse not in ("auto", 1):
-        if world > 1 and args.strategy == "ddp":
-            parser.error("argument --fuse: --strategy ddp trains one run at a time; use --fuse 1")
-
-
-def check_out(parser, out: str, experiment: str) -> None:
-    """Every folder a run writes in: an unwritable one would otherwise stop the sweep after the data loads."""
-    for folder in ("results", os.path.join("results", experiment), "models", os.path.join("models", experiment),
-                   "images"):
-        try:
-            storage.check_writable(os.path.join(out, folder))
-        except storage.WriteError as err:
-            parser.error(f"argument --out: {err}")
 
 
 # ---------------------------------------------------------------------------
@@ -501,6 +460,7 @@ def forget_evaluations(out: str, experiment: str, stem: str) -> None:
             if os.path.exists(path):
                 os.remove(path)
 
+
 # ---------------------------------------------------------------------------
 # Finish: results file, plots, the table
 
@@ -515,7 +475,8 @@ def finish(ctx: Context, jobs: list, failed: list, present) -> int:
         forget_refused = not drop_pending(ctx, asked, present)
     results = write_results(args.out, experiment, ctx.order)
     plotting.plot_experiment(results, os.path.join(args.out, "images"))
-    show_results(ctx, jobs, results)
+    show_results(results, {(job.name, job.config["seed"]) for job in jobs}, args.shard, args.out, experiment,
+                 ctx.models_dir)
     pending = results["progress"]["pending"]
     others = [key for key in pending if key not in asked]
     if others and not forget_refused and not any(key in asked for key in pending):
@@ -541,38 +502,3 @@ def drop_pending(ctx: Context, asked: set, present) -> bool:
         logs.info(f"--forget-pending: dropped {len(dropped)} pending run(s) that this command does not ask for "
                   f"from the plan of {ctx.experiment}" + (f": {', '.join(dropped)}" if dropped else ""))
     return alone
-
-
-def show_results(ctx: Context, jobs: list, results: dict) -> None:
-    """The table of jobs' recorded runs, the tuning table, the best setting, where the files are."""
-    args = ctx.args
-    wanted = {(job.name, job.config["seed"]) for job in jobs}
-    shown = [r for r in results["runs"] if (r["name"], r["seed"]) in wanted]
-    logs.info("\n" + table(shown))
-    missing = len(wanted) - len(shown)
-    if missing:
-        logs.info(f"\n{missing} run(s) of this {'shard' if args.shard else 'sweep'} are not recorded yet "
-                  "(another process is training them); rerun or run plotting.py once they finish")
-    best = results.get("best")
-    if results.get("tuning"):
-        logs.info("\n" + tuning_table(results))
-    if best:
-        logs.info(f"\nbest by mean validation accuracy: {best['setting']}"
-                  + (f" (each setting at its own best rate; at the fixed rates: {results['fixed']['best']['setting']})"
-                     if results.get("tuning") and results["fixed"]["best"] else ""))
-        if best["at_edge"]:
-            logs.info("it lies at the edge of the swept range: widen the range (--values) before calling it optimal")
-    logs.info(f"\nresults: {results_path(args.out, ctx.experiment)}  checkpoints: {ctx.models_dir}  "
-              f"plots: {os.path.join(args.out, 'images', ctx.experiment)}_*.png")
-
-
-def tuning_table(results: dict) -> str:
-    """--tune-lr: each setting's mean best validation accuracy at every rate, its chosen rate marked *."""
-    lines = ["learning rate tuning: mean best validation accuracy over seeds, * the chosen rate (on validation)"]
-    for setting, t in results["tuning"].items():
-        cells = [f"{fmt(r['lr'])}{'*' if r['lr'] == t['chosen_lr'] else ''} "
-                 + ("-" if r["best_val_acc_mean"] is None else f"{100 * r['best_val_acc_mean']:.2f}%")
-                 for r in t["rates"]]
-        edge = "  (at the edge of the grid: widen the grid)" if t["at_edge"] else ""
-        lines.append(f"  {setting}: " + ", ".join(cells) + edge)
-    return "\n".join(lines)

@@ -7,10 +7,12 @@ modules that define it, through Options: a module here imports no top-level file
 import argparse
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass
 
 from core import storage
+from core.optimizers import OPTIMIZERS
 
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
 
@@ -250,3 +252,49 @@ def resolve_config(args, settings: dict, defaults: dict) -> dict:
         if value is not None:
             config[key] = value
     return config
+
+
+# ---------------------------------------------------------------------------
+# Checks of what the flags ask, before any work
+
+def settings_of(parser, args, values: list, make_run, prepare) -> list:
+    """The sweep's settings, [(name, params)], from --values (or the script's values) and the
+    script's make_run (or the one its prepare(args) returns); a bad value ends the program."""
+    if prepare:
+        try:
+            make_run = prepare(args) or make_run
+        except ValueError as err:
+            parser.error(str(err))
+    try:
+        sweep = [make_run(v) for v in (args.values or values)]
+    except ValueError as err:
+        parser.error(f"argument --values: {err}")
+    names = [name for name, _ in sweep]
+    if len(set(names)) != len(names):
+        parser.error("argument --values: a value is given twice")
+    return sweep
+
+
+def check_flags(parser, args, sweep: list, base: dict, world: int) -> None:
+    """End the program with one line where the settings cannot be trained as the flags ask."""
+    for name, params in sweep:
+        if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
+            parser.error(f"argument --values: unknown optimizer in {name!r}")
+    largest, last = 2**31 - 1, base["seed"] + args.seeds - 1  # as --seed allows
+    if last > largest:
+        parser.error(f"argument --seeds: seeds {base['seed']} to {last} go past {largest}, the largest seed; "
+                     f"use at most --seeds {largest - base['seed'] + 1}")
+    if args.fuse not in ("auto", 1):
+        if world > 1 and args.strategy == "ddp":
+            parser.error("argument --fuse: --strategy ddp trains one run at a time; use --fuse 1")
+
+
+def check_out(parser, out: str, experiment: str) -> None:
+    """End the program with one line where a folder a run writes in is not writable, which
+    would otherwise stop the sweep after the data loads."""
+    for folder in ("results", os.path.join("results", experiment), "models", os.path.join("models", experiment),
+                   "images"):
+        try:
+            storage.check_writable(os.path.join(out, folder))
+        except storage.WriteError as err:
+            parser.error(f"argument --out: {err}")

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 import data
 from core import fused
-import sweep
 import train
 import core.device
 from core import fuse_k
