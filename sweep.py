@@ -82,7 +82,7 @@ class Context:
 class Training:
     """What the training stages read besides the Context: the data, and how a record names
     where and how its run was trained."""
-    dataset: object       # data.Dataset
+    dataset: data.Dataset
     split: train.Split
     trained_on: dict
 
