@@ -265,6 +265,7 @@ def test_a_sweep_on_the_cpu_keeps_freed_memory_for_the_next_step():
         pytest.skip("not glibc: the C library has no mallopt, and nothing changes")
     code = f"""import resource, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
+import train
 from core import device
 device.tune_backends(torch.device("cpu"))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
