@@ -17,6 +17,7 @@ dataset both ways and times each from start to test accuracy.
 """
 import argparse
 import itertools
+import functools
 import json
 import os
 import platform
@@ -31,10 +32,10 @@ import data
 from core.kernels import synchronize
 from core.throughput import images_per_s, train_steps
 from core.storage import WriteError, atomic_write_text
-from sweep import OneLineParser, image_size, positive_int, whole_number
-from alexnet import AlexNet
-from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, endless_group_batches, out_of_memory, \
-    release_memory, resolve_precision, seed_everything, tune_backends, usable_device
+from core.device import out_of_memory, release_memory, resolve_precision, tune_backends, usable_device
+from core.flags import OneLineParser, image_size, positive_int, whole_number
+from alexnet import MIN_IMAGE_SIZE, AlexNet
+from train import DEFAULTS, KERNELS, PRECISIONS, Group, Split, endless_group_batches, seed_everything
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in TFLOPS (fp32 accumulate),
 # matched against torch.cuda.get_device_name; the share of peak uses these.
@@ -281,7 +282,8 @@ def device_name(device):
 def parser() -> OneLineParser:
     p = OneLineParser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", action="store_true", help="time a whole run end to end instead of training steps")
-    p.add_argument("--image-size", type=image_size, default=227, help="input side in pixels, 67 to 1024 (default: 227)")
+    p.add_argument("--image-size", type=functools.partial(image_size, smallest=MIN_IMAGE_SIZE), default=227,
+                   help="input side in pixels, 67 to 1024 (default: 227)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default: 64)")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps per round and loop (default: 10)")
     p.add_argument("--warmup", type=lambda t: whole_number(t, 0), default=3, help="untimed steps per loop first (default: 3)")

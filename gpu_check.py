@@ -14,7 +14,7 @@ limit (LIMITS, seconds; none with --tiny), and is recorded with its exit code an
    images at 227 px) with --fuse auto: the K it chose with the table it timed, its wall time and
    all-in training images/s. On a slow GPU it trains fewer epochs: as many as bench's K = 1 rate
    trains in SWEEP_TRAINING_S seconds (recorded);
-3. out_of_memory: 16 runs forced into one group at a batch where the estimate (sweep.run_bytes)
+3. out_of_memory: 16 runs forced into one group at a batch where the estimate (core.fuse_k.run_bytes)
    of each is a quarter of the device: the sweep must split the group ("going on as") and
    finish every run. CUDA only;
 4. largest_k: runs fused at the largest K bench timed, each evaluating 1,024 validation and
@@ -105,11 +105,13 @@ def device_facts(device_name: str) -> dict:
 
 
 def out_of_memory_batch(memory_bytes: float, image_size: int = 227) -> int:
-    """The training batch at which one run's estimated memory (sweep.run_bytes, an upper bound)
-    is a quarter of the device's: one run fits, 16 fused need 4 times the device."""
+    """The training batch at which one run's estimated memory (core.fuse_k.run_bytes, an upper
+    bound) is a quarter of the device's: one run fits, 16 fused need 4 times the device."""
     import sweep
-    fixed = sweep.run_bytes({"image_size": image_size, "batch_size": 0})
-    per_image = sweep.run_bytes({"image_size": image_size, "batch_size": 1}) - fixed
+    from core.fuse_k import run_bytes
+    params = sweep.parameter_count(image_size, 10)
+    fixed = run_bytes({"image_size": image_size, "batch_size": 0}, params)
+    per_image = run_bytes({"image_size": image_size, "batch_size": 1}, params) - fixed
     return max(16, int((memory_bytes / 4 - fixed) / per_image))
 
 
@@ -305,7 +307,7 @@ def parse_args(argv):
     fail only after minutes of measuring. Exits 2 with one sentence on a bad flag."""
     from core import storage
     import train
-    from sweep import OneLineParser
+    from core.flags import OneLineParser
     p = OneLineParser(prog="gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist",
                    help="Fashion-MNIST's four IDX files (default: Debian's dataset-fashion-mnist)")

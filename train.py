@@ -27,6 +27,9 @@ from core import fused
 from core import kernels
 from core import logs
 from core.throughput import images_per_s, train_steps
+from core.device import release_memory
+# the device policy lives in core.device; evaluate.py and gpu_check.py still ask train for these
+from core.device import resolve_device, resolve_precision, unavailable_device, usable_device  # noqa: F401
 from alexnet import AlexNet, loaded
 from data import DeviceLoader
 from core.fused import FusedAlexNet, fuse_inputs
@@ -72,93 +75,6 @@ TRAIN_ACC_MODES = ("epoch", "eval")
 TIMINGS = ("train_seconds", "images_per_s", "eval_seconds", "checkpoint_seconds")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def not_a_training_device(name: str, device: torch.device) -> str | None:
-    """One sentence where --device name gives a device that holds no real tensors (meta) or
-    that this repository does not train on; None for cpu, cuda, mps (and xpu where torch has it)."""
-    if device.type in ("cpu", "cuda", "mps") + (("xpu",) if hasattr(torch, "xpu") else ()):
-        return None
-    return f"{name!r} is not a training device; use auto, cpu, cuda, cuda:N or mps"
-
-
-def unavailable_device(name: str, err: Exception) -> str:
-    """One short sentence for a --device that torch cannot use here: torch's own message for
-    MPS on a machine without it lists every dispatcher key, over a thousand characters."""
-    kind = str(name).split(":")[0]
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        why = "this machine has no MPS (Apple GPU) device"
-    elif kind == "cuda" and not torch.cuda.is_available():
-        why = "torch finds no CUDA GPU on this machine"
-    else:
-        text = str(err).strip()
-        why = logs.shorten(text.splitlines()[0], 120) if text else type(err).__name__
-    return f"{name!r} is not available here ({why})"
-
-
-def usable_device(name: str, touch: bool = True) -> torch.device:
-    """The device --device name gives, checked to train and to hold a tensor; ValueError with
-    one sentence otherwise. touch=False checks a GPU without a tensor on it, which would hold
-    hundreds of MB there for as long as the process lives (gpu_check.py leaves its GPU whole
-    to the steps it starts)."""
-    try:
-        device = resolve_device(name)
-    except RuntimeError as err:  # not a device name torch knows
-        raise ValueError(f"{name!r} is not a device ({logs.shorten(str(err).splitlines()[0], 120)})") from None
-    problem = not_a_training_device(name, device)
-    if problem:
-        raise ValueError(problem)
-    try:
-        if touch or device.type not in ("cuda", "mps"):
-            torch.empty(1, device=device)
-        elif device.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError("MPS is not available")
-        elif device.type == "cuda" and not (torch.cuda.is_available()
-                                            and (device.index or 0) < torch.cuda.device_count()):
-            raise RuntimeError(f"there is no CUDA device {device.index or 0}: this machine has "
-                               f"{torch.cuda.device_count()}")
-    except (RuntimeError, AssertionError, ValueError) as err:
-        raise ValueError(unavailable_device(name, err)) from None
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX, where bf16 autocast roughly doubles AlexNet's speed on CPU."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def precision_for(device_type: str, capability: tuple | None = None, native_bf16_cpu: bool = False) -> str:
-    """--precision auto, from the device's properties alone: bf16 where the device has bf16
-    units (CUDA capability 8.0 and above: A100, H100, RTX 30xx/40xx; CPUs with AVX512-BF16
-    or AMX), fp16 with gradient scaling on CUDA 7.x (V100, T4, RTX 20xx: fp16 tensor cores,
-    bf16 only emulated), fp32 elsewhere (older GPUs, other CPUs, MPS)."""
-    if device_type == "cuda" and capability is not None:
-        return "bf16" if tuple(capability) >= (8, 0) else "fp16" if tuple(capability) >= (7, 0) else "fp32"
-    if device_type == "cpu" and native_bf16_cpu:
-        return "bf16"
-    return "fp32"
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-    return precision_for(device.type, capability, device.type == "cpu" and cpu_has_native_bf16())
-
-
 def autocast(device: torch.device, precision: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -169,32 +85,6 @@ def all_reduce_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size > 1:
         dist.all_reduce(t)
     return t
-
-
-def tune_backends(device: torch.device) -> None:
-    """For the fixed shapes of a sweep: cuDNN picks the fastest convolution algorithms once;
-    on the CPU, freed memory stays in the process for the next step (keep_freed_memory)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if device.type == "cpu":
-        keep_freed_memory()
-
-
-def keep_freed_memory() -> bool:
-    """Each training step frees and allocates again the same large tensors (weights' gradients,
-    optimizer temporaries, activations). By default glibc hands every block over 32 MB back to
-    the system and takes it again zeroed, page by page: on 2 CPU cores that cost about 15% of
-    a 227 px step (docs/speed.md) and an eighth of the tests' time (docs/tests.md). Keep freed
-    memory in the process instead (no mmap for large blocks, no trimming of the heap's top below
-    2 GB), so the process keeps its peak memory. Returns whether the C library took the settings (glibc does; elsewhere
-    nothing changes)."""
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc: macOS, Windows
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def use_channels_last(device: torch.device) -> bool:
@@ -230,6 +120,9 @@ class Split:
                                 image_size, device, train=False, **opts)
         self.test = DeviceLoader(dataset.test_images, dataset.test_labels, test_idx, eval_bs,
                                  image_size, device, train=False, **opts)
+        # --kernels auto: each group shape's faster layer forms, timed once on this split's batches
+        # and taken by every later group of that shape (core.kernels.choose_kernels)
+        self.kernel_choices = {}
 
 
 class Group:
@@ -555,7 +448,8 @@ class ActiveGroup:
         x = None
         if self.group.k > 1:
             x, _ = next(group_batches(self.split.train, self.seeds(), self.members[0].epoch))
-        chosen = self.group.choose_kernels(x, self.precision, self.config.get("kernels", "auto"))
+        chosen = self.group.choose_kernels(x, self.precision, self.config.get("kernels", "auto"),
+                                           self.split.kernel_choices)
         for m in self.members:
             m.kernels = chosen
         self.step_model, self.step = _prepared(self.group, self.config, self.split.train.device,
@@ -670,29 +564,6 @@ def finish_completed(active: ActiveGroup, started: float, on_finish) -> None:
         m.finish(m.record(started, finals[j], test_accs[j], at_best[j]), on_finish)
 
 
-# What a failed allocation says where it is not torch's own OutOfMemoryError: CUDA's and the CPU
-# allocator's words, and cuBLAS's and cuDNN's when their workspace does not fit. cuDNN's
-# CUDNN_STATUS_INTERNAL_ERROR, sometimes seen under memory pressure, is left out: it also
-# reports real faults, which splitting the group would only repeat.
-OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
-                       "CUDNN_STATUS_ALLOC_FAILED")
-
-
-def out_of_memory(err: BaseException) -> bool:
-    """Whether err is a device (or host) running out of memory."""
-    kind = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    text = str(err)
-    return isinstance(err, kind) or (isinstance(err, RuntimeError) and any(w in text for w in OUT_OF_MEMORY_WORDS))
-
-
-def release_memory() -> None:
-    """Give what an abandoned group held back to the device."""
-    import gc
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: int = 2, steps: int = 3) -> float:
     """Training images/s of configs fused as one group, timed over steps real training steps
     of split's batches after warmup untimed ones (kernels chosen first, as training does).
@@ -701,7 +572,7 @@ def trial_images_per_s(configs: list, split: Split, num_classes: int, warmup: in
     group, run_steps = Group(configs, num_classes, device), None
     try:
         batches = endless_group_batches(split.train, [c["seed"] for c in configs])
-        group.choose_kernels(next(batches)[0], precision, configs[0].get("kernels", "auto"))
+        group.choose_kernels(next(batches)[0], precision, configs[0].get("kernels", "auto"), split.kernel_choices)
         run_steps = functools.partial(train_steps, group.make_step(precision), batches,
                                       world_size=split.train.world_size)
         group.model.train()

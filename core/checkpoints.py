@@ -24,7 +24,6 @@ import os
 import torch
 
 from core.logs import shorten
-from core.optimizers import make_optimizer
 from core.storage import atomic_write
 
 
@@ -61,42 +60,6 @@ def link_or_copy(source: str, path: str) -> None:
     except OSError as err:
         os.remove(tmp)
         raise WriteError(f"could not write {path} ({describe(err)}); the previous file, if any, is unchanged") from None
-
-
-# ---------------------------------------------------------------------------
-# Sizes, for the disk check before a sweep
-
-OVERHEAD_BYTES = 256 * 1024  # a checkpoint's pickled config, history, names and zip headers, at most
-
-
-def parameter_count(image_size: int, num_classes: int) -> int:
-    """AlexNet's parameters at this input size (counted on the meta device: no memory)."""
-    from alexnet import AlexNet
-    with torch.device("meta"):
-        return sum(p.numel() for p in AlexNet(num_classes, image_size=image_size).parameters())
-
-
-def optimizer_state_tensors(name: str) -> int:
-    """How many tensors of a parameter's size the optimizer keeps per parameter (Adam: 2),
-    found by taking one step on a small parameter, not from a table."""
-    param = torch.nn.Parameter(torch.ones(64))
-    param.grad = torch.ones(64)
-    optimizer = make_optimizer(name, [param], 1e-3)
-    optimizer.step()
-    return sum(1 for t in optimizer.state[param].values() if torch.is_tensor(t) and t.numel() == 64)
-
-
-def final_bytes(config: dict, num_classes: int) -> int:
-    """Size of one finished run's checkpoint file (<run>.pt or <run>.best.pt)."""
-    return 4 * parameter_count(config["image_size"], num_classes) + OVERHEAD_BYTES
-
-
-def resume_bytes(config: dict, num_classes: int, with_best: bool = False) -> int:
-    """Size of a run's resume file: its weights and optimizer state in fp32, and where its best
-    epoch came before the saved one, those weights too."""
-    params = parameter_count(config["image_size"], num_classes)
-    copies = 1 + optimizer_state_tensors(config["optimizer"]) + (1 if with_best else 0)
-    return 4 * params * copies + OVERHEAD_BYTES
 
 
 def save(state: dict, path: str) -> None:

@@ -20,8 +20,6 @@ import signal
 import threading
 import uuid
 
-from core import logs
-
 try:
     import fcntl
 except ImportError:  # not on Windows: locks become no-ops there
@@ -48,9 +46,6 @@ class Interrupted(KeyboardInterrupt):
 
 def exit_code_of(interrupt: KeyboardInterrupt) -> int:
     return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
-
-
-one_line_interrupts = logs.one_line_interrupts  # where sweep.py calls it, for whatever imports sweep first
 
 
 def _raise_interrupt(signum, frame):

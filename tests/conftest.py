@@ -45,14 +45,14 @@ def _set_up_test_process():
     if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (pytest.ini): N processes share the cores
         import torch
         torch.set_num_threads(1)
-    import train
-    # A sweep on the CPU keeps freed memory for its next step (train.tune_backends): one process,
+    from core import device
+    # A sweep on the CPU keeps freed memory for its next step (device.tune_backends): one process,
     # one sweep. A test process runs a whole file of sweeps, fused groups of 4 among them, and
     # would keep its largest peak to the end (5.2 GB seen in one process): here the C library's
     # defaults hand large blocks back, for the suite's memory budget (docs/tests.md).
-    train.keep_freed_memory = lambda top=None: False
+    device.keep_freed_memory = lambda top=None: False
     if os.environ.get("TESTS_CPU_WITHOUT_BF16"):  # check the suite as a CPU without native bf16 runs it (auto: fp32)
-        train.cpu_has_native_bf16 = lambda: False
+        device.cpu_has_native_bf16 = lambda: False
     _settle_imports()
 
 

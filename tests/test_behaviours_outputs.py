@@ -13,6 +13,7 @@ import plotting
 import report
 import sweep
 import train
+from core import disk
 from conftest import as_group, fabricated, load_results, one_batch, run_script, tiny_argv
 from test_outputs_agree import class_table_accuracies
 from test_report import consolidated_with_fake_training, results_run, write_study
@@ -179,5 +180,5 @@ def test_free_space_between_the_least_and_the_most_a_sweep_writes_warns_and_trai
     assert len(trained.calls) == 2
     assert [r["status"] for r in load_results(out, "learning_rate")["runs"]] == ["completed", "completed"]
     warning = next(line for line in err.splitlines() if line.startswith("warning:"))
-    assert "may run out of space" in warning and sweep.size(needs["high"]) in warning
+    assert "may run out of space" in warning and disk.size(needs["high"]) in warning
     assert "--no-disk-check" not in err  # not the refusal

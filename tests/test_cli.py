@@ -6,6 +6,7 @@ import pytest
 
 import sweep
 import train
+from core import flags
 from conftest import EXPERIMENTS
 
 SCRIPTS = {name: importlib.import_module(f"main_{name}") for name in EXPERIMENTS}
@@ -103,7 +104,7 @@ DOCUMENTED = {
 def captured_sweep(monkeypatch):
     calls = []
 
-    def fake_run_sweep(experiment, runs, base, args, device=None):
+    def fake_run_sweep(experiment, runs, base, args, device=None, jobs=None, tunes=None):
         calls.append(dict(experiment=experiment, runs=runs, base=base, args=args))
         return 0
 
@@ -192,12 +193,12 @@ def test_flags_override_script_settings_and_defaults(captured_sweep):
 def test_quick_preset_and_explicit_flags_win(captured_sweep):
     SCRIPTS["learning_rate"].main(["--quick"])
     base = captured_sweep[0]["base"]
-    for key, value in sweep.QUICK.items():
+    for key, value in flags.QUICK.items():
         assert base[key] == value
     assert base["image_size"] == 67
     SCRIPTS["learning_rate"].main(["--quick", "--epochs", "1", "--image-size", "80"])
     base = captured_sweep[1]["base"]
-    assert base["epochs"] == 1 and base["image_size"] == 80 and base["train_size"] == sweep.QUICK["train_size"]
+    assert base["epochs"] == 1 and base["image_size"] == 80 and base["train_size"] == flags.QUICK["train_size"]
 
 
 def test_out_defaults_to_the_repository_root(captured_sweep):

@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from core import checkpoints
+from core import disk
+from core import flags
 import evaluate
 import sweep
 import train
 from conftest import load_results, one_batch, run_script, tiny_argv
+from test_disk_and_plan import needs_of
 from test_nothing_lost import one_line, tmpfs
 
 
@@ -83,12 +86,12 @@ def test_each_save_choice_keeps_what_it_says(mnist_dir, tmp_path, monkeypatch, c
 
 def test_the_estimate_is_within_10_percent_of_what_a_sweep_writes(mnist_dir, tmp_path, capsys):
     argv = one_batch(["--values", "1e-4", "1e-3", "--save", "last", *tiny_argv(mnist_dir, tmp_path)])
-    args = sweep.build_parser("learning_rate", "", [], {}, "")
-    sweep.add_parallel_flags(args)
+    args = flags.build_parser("learning_rate", "", [], {}, "", sweep.OPTIONS)
+    flags.add_parallel_flags(args)
     args = args.parse_args(argv)
-    base = sweep.resolve_config(args, {})
+    base = flags.resolve_config(args, {}, train.DEFAULTS)
     plan = [("lr_0.0001", {"lr": 1e-4}), ("lr_0.001", {"lr": 1e-3})]
-    needs = sweep.disk_needs("learning_rate", plan, base, args)
+    needs = needs_of(plan, base, args.fuse)
     code, out, err = run_script("main_learning_rate", argv)
     assert code == 0, err
     assert "disk: this sweep writes up to" in out
@@ -103,9 +106,9 @@ def test_the_estimate_is_within_10_percent_of_what_a_sweep_writes(mnist_dir, tmp
     path = tmp_path / "r.resume.pt"
     history = {"loss": [1.0], "train_acc": [0.1], "val_acc": [0.1]}
     checkpoints.save({**checkpoints.resume_state(group.member_state(0), 1, history, ds_config), "best": None}, str(path))
-    estimate = checkpoints.resume_bytes(ds_config, 10)
+    estimate = disk.resume_bytes(sweep.parameter_count(ds_config["image_size"], 10), ds_config["optimizer"])
     assert abs(estimate - path.stat().st_size) <= 0.1 * path.stat().st_size
-    assert checkpoints.optimizer_state_tensors("adam") == 2 and checkpoints.optimizer_state_tensors("sgd") == 0
+    assert disk.optimizer_state_tensors("adam") == 2 and disk.optimizer_state_tensors("sgd") == 0
 
 
 def test_a_sweep_too_large_for_the_disk_stops_before_training_and_goes_on_with_the_flag(mnist_dir, tmp_path):
@@ -124,16 +127,14 @@ def test_a_sweep_too_large_for_the_disk_stops_before_training_and_goes_on_with_t
 
 def test_disk_needs_count_the_save_choice_and_k():
     base = {**train.DEFAULTS, "dataset": "cifar10"}
-    file = checkpoints.final_bytes(base, 10)
+    params = sweep.parameter_count(base["image_size"], 10)
+    file = disk.final_bytes(params)
     assert 233e6 < file < 234e6  # 58,322,314 fp32 parameters: the study's checkpoint
 
-    class Args:
-        seeds, shard, fresh, out, fuse = 1, None, True, "/nonexistent", 4
-
     plan = [(f"s{i}", {}) for i in range(5)]
-    needs = sweep.disk_needs("x", plan, base, Args)
-    assert needs["high"] == 5 * 2 * file + 4 * checkpoints.resume_bytes(base, 10, with_best=True)
-    assert needs["low"] == 5 * file + checkpoints.resume_bytes(base, 10, with_best=True)
-    needs = sweep.disk_needs("x", plan, {**base, "save": "none"}, Args)
-    assert needs["high"] == 4 * checkpoints.resume_bytes(base, 10, with_best=True)
+    needs = needs_of(plan, base)
+    assert needs["high"] == 5 * 2 * file + 4 * disk.resume_bytes(params, "adam", with_best=True)
+    assert needs["low"] == 5 * file + disk.resume_bytes(params, "adam", with_best=True)
+    needs = needs_of(plan, {**base, "save": "none"})
+    assert needs["high"] == 4 * disk.resume_bytes(params, "adam", with_best=True)
     assert json.dumps(needs)  # plain numbers, printable

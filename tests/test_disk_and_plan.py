@@ -6,7 +6,7 @@ import collections
 import json
 import shutil
 
-from core import checkpoints
+from core import disk
 import main_consolidated
 import plotting
 import report
@@ -24,23 +24,26 @@ def skip_plots(monkeypatch):
 # ---------------------------------------------------------------------------
 # The disk check
 
-class Args:
-    seeds, shard, fresh, out, fuse = 1, None, True, "/nonexistent", 4
+def needs_of(settings: list, base: dict, fuse=4) -> dict | None:
+    """The disk estimate of a sweep of settings, one seed, none of its runs trained yet."""
+    jobs = sweep.plan(settings, base, 1)
+    return sweep.disk_needs(jobs, base, {job.stem: 0 for job in jobs}, fuse, "/nonexistent/models/x",
+                            sweep.parameter_count)
 
 
 def test_the_estimate_counts_a_resume_file_only_where_a_run_has_an_epoch_after_which_one_is_due():
     base = {**train.DEFAULTS, "dataset": "cifar10"}
     plan = [(f"s{i}", {}) for i in range(5)]
-    file = checkpoints.final_bytes(base, 10)
-    resume = checkpoints.resume_bytes(base, 10, with_best=True)
-    one = sweep.disk_needs("x", plan, {**base, "epochs": 1}, Args)
+    file = disk.final_bytes(sweep.parameter_count(base["image_size"], 10))
+    resume = disk.resume_bytes(sweep.parameter_count(base["image_size"], 10), base["optimizer"], with_best=True)
+    one = needs_of(plan, {**base, "epochs": 1})
     assert one["k"] == 0 and one["resume"] == 0
     assert one["low"] == one["high"] == 5 * file  # and its best epoch is its last: one checkpoint a run
-    two = sweep.disk_needs("x", plan, {**base, "epochs": 2}, Args)
+    two = needs_of(plan, {**base, "epochs": 2})
     assert two["low"] == 5 * file + resume and two["high"] == 5 * 2 * file + 4 * resume
     # --checkpoint-every 2: a 2-epoch run saves none (after epoch 2 it is finished), a 3-epoch run one
-    assert sweep.disk_needs("x", plan, {**base, "epochs": 2, "checkpoint_every": 2}, Args)["k"] == 0
-    assert sweep.disk_needs("x", plan, {**base, "epochs": 3, "checkpoint_every": 2}, Args)["k"] == 4
+    assert needs_of(plan, {**base, "epochs": 2, "checkpoint_every": 2})["k"] == 0
+    assert needs_of(plan, {**base, "epochs": 3, "checkpoint_every": 2})["k"] == 4
 
 
 def sweep_on_a_disk_of(monkeypatch, free_of, argv):
@@ -65,7 +68,8 @@ def test_a_one_epoch_sweep_that_fits_is_not_refused_for_a_resume_file_it_never_w
     counts it."""
     skip_plots(monkeypatch)
     base = {**train.DEFAULTS, "image_size": 67}
-    file, resume = checkpoints.final_bytes(base, 10), checkpoints.resume_bytes(base, 10, with_best=True)
+    params = sweep.parameter_count(base["image_size"], 10)
+    file, resume = disk.final_bytes(params), disk.resume_bytes(params, base["optimizer"], with_best=True)
     argv = one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path / "one")])
     code, out, err, needs, written = sweep_on_a_disk_of(monkeypatch, lambda needs: file + resume // 2, argv)
     assert code == 0, err

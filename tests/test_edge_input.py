@@ -16,6 +16,7 @@ import report
 from core import results
 import sweep
 import train
+from core import flags
 from conftest import run_script, tiny_argv, write_image_folder
 from test_nothing_lost import tmpfs
 
@@ -174,7 +175,7 @@ def test_out_of_memory_is_reported_in_whole_words(mnist_dir, tmp_path, monkeypat
         raise RuntimeError("CUDA out of memory " + CUT)
 
     monkeypatch.setattr(train, "train_group", train_group)
-    monkeypatch.setattr(train, "out_of_memory", lambda err: True)
+    monkeypatch.setattr(sweep, "out_of_memory", lambda err: True)
     code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path / "out")])
     assert code == 1
     line = next(line for line in err.splitlines() if "failed (out of memory" in line)
@@ -214,7 +215,7 @@ def test_numbers_are_ascii_and_negative_values_reach_their_own_check(tmp_path, a
 def test_number_parsers_accept_only_ascii_digits():
     with pytest.raises(ValueError, match="not a number"):
         sweep.parse_number("٣")
-    assert sweep.whole_number("10") == 10 and sweep.parse_number("1e-4") == 1e-4 and sweep.seconds("1.5") == 1.5
+    assert flags.whole_number("10") == 10 and sweep.parse_number("1e-4") == 1e-4 and flags.seconds("1.5") == 1.5
 
 
 # 8. devices that cannot train

@@ -10,6 +10,9 @@ import torch
 import data
 import sweep
 import train
+from core import disk
+from core import flags
+from core import fuse_k
 from alexnet import AlexNet
 from conftest import load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
 from core.fused import LAYERS
@@ -185,25 +188,48 @@ def test_fused_checkpoints_load_into_alexnet_and_give_the_recorded_accuracy(mnis
 
 
 def test_fuse_flag_checks():
-    assert sweep.fuse("auto") == "auto" and sweep.fuse("4") == 4
+    assert flags.fuse("auto") == "auto" and flags.fuse("4") == 4
     for bad in ("0", "-1", "x"):
         with pytest.raises(Exception):
-            sweep.fuse(bad)
+            flags.fuse(bad)
     base = config()
-    assert sweep.choose_fuse(3, [], None, 10, base, torch.device("cpu"), False, "") == (3, {"how": "--fuse 3"})
-    assert sweep.choose_fuse("auto", [], None, 10, base, torch.device("cpu"), True, "")[0] == 1  # ddp
-    assert sweep.run_bytes(config(image_size=227)) > 0.9e9  # weights, grads and Adam's state alone are 0.93 GB
+    params = sweep.parameter_count(227, 10)
+    assert fuse_k.choose_fuse(3, [], base, torch.device("cpu"), False, 0, params, None) == (3, {"how": "--fuse 3"})
+    assert fuse_k.choose_fuse("auto", [], base, torch.device("cpu"), True, 0, params, None)[0] == 1  # ddp
+    assert fuse_k.run_bytes(config(image_size=227), params) > 0.9e9  # weights, grads and Adam's state alone are 0.93 GB
 
 
 @pytest.mark.parametrize("n, k, sizes", [(7, 4, [4, 3]), (5, 2, [2, 2, 1]), (3, 8, [3]), (4, 1, [1, 1, 1, 1])])
 def test_groups_are_few_and_even(tmp_path, n, k, sizes):
     jobs = sweep.plan([(f"s{i}", {}) for i in range(n)], config(), 1)
-    assert [len(g) for g in sweep.make_groups(jobs, k, str(tmp_path))] == sizes
+    assert [len(g) for g in sweep.make_groups(jobs, k, disk.resume_epochs(str(tmp_path), jobs))] == sizes
 
 
 def test_runs_resumed_from_different_epochs_train_in_separate_groups(tmp_path):
     from core import checkpoints
     jobs = sweep.plan([(f"s{i}", {}) for i in range(3)], config(), 1)
     checkpoints.save({"epoch": 1, "config": jobs[1].config}, checkpoints.resume_path(str(tmp_path), jobs[1].stem))
-    groups = sweep.make_groups(jobs, 3, str(tmp_path))
+    groups = sweep.make_groups(jobs, 3, disk.resume_epochs(str(tmp_path), jobs))
     assert sorted([job.name for job in g] for g in groups) == [["s0", "s2"], ["s1"]]
+
+
+def test_kernels_are_timed_once_per_group_shape_in_a_sweep(mnist_dir, monkeypatch):
+    """--kernels auto times both forms of every layer before a group trains; a later group of the
+    same shape on the same split (the next K runs of a sweep) takes that choice without timing
+    again, and a group of another shape is timed anew (docs/fused.md)."""
+    from core import kernels
+    timed = []
+    measure = kernels._measured_kernels
+
+    def counted(model, x, *rest):
+        timed.append((model.k, tuple(x.shape)))
+        return measure(model, x, *rest)
+    monkeypatch.setattr(kernels, "_measured_kernels", counted)
+    _, split = tiny_split_of(mnist_dir, "subset", 16, 16, 16)
+    two = [config(seed=s, epochs=1, kernels="auto") for s in (0, 1)]
+    for configs in (two, [config(seed=s, epochs=1, kernels="auto") for s in (2, 3)]):
+        records = train.train_group(configs, split, 10)
+        assert all(r["status"] == "completed" and r["kernels"] for r in records)
+    assert len(timed) == 1 and timed[0][0] == 2, timed
+    train.train_group([config(seed=s, epochs=1, kernels="auto") for s in (4, 5, 6)], split, 10)
+    assert len(timed) == 2 and timed[1][0] == 3, timed

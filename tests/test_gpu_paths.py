@@ -11,6 +11,8 @@ from core import fused
 from core import kernels as choosing
 import sweep
 import train
+import core.device
+from core import fuse_k
 from alexnet import AlexNet
 from conftest import load_results, one_batch, run_config, run_script, tiny_argv
 from core.fused import FusedAlexNet
@@ -33,13 +35,13 @@ def tiny_split(mnist_dir):
 def test_precision_by_cuda_capability(capability, expected):
     """H100 9.0, A100 8.0, RTX 3090 8.6: bf16; T4 7.5, V100 7.0: fp16 (bf16 only emulated
     there); P100-class 6.x: fp32."""
-    assert train.precision_for("cuda", capability) == expected
+    assert core.device.precision_for("cuda", capability) == expected
 
 
 def test_precision_on_cpus_and_mps():
-    assert train.precision_for("cpu", None, native_bf16_cpu=True) == "bf16"
-    assert train.precision_for("cpu", None, native_bf16_cpu=False) == "fp32"
-    assert train.precision_for("mps") == "fp32"
+    assert core.device.precision_for("cpu", None, native_bf16_cpu=True) == "bf16"
+    assert core.device.precision_for("cpu", None, native_bf16_cpu=False) == "fp32"
+    assert core.device.precision_for("mps") == "fp32"
 
 
 def test_auto_precision_reads_the_cuda_capability(monkeypatch):
@@ -254,11 +256,11 @@ def test_a_single_run_that_does_not_fit_fails_in_one_sentence(mnist_dir, tmp_pat
 # -- K by measurement ---------------------------------------------------------------------
 
 def test_pick_fuse_takes_the_fastest_k_by_a_clear_margin():
-    assert sweep.pick_fuse({1: 100.0, 2: 180.0, 4: 170.0}) == 2
-    assert sweep.pick_fuse({1: 100.0, 2: 104.0, 4: 103.0}) == 1  # not 5% faster
-    assert sweep.pick_fuse({1: 100.0, 2: 90.0, 4: 80.0}) == 1  # fusion slower: one run at a time
-    assert sweep.pick_fuse({1: 100.0, 2: 150.0, 4: None}) == 2  # 4 ran out of memory
-    assert sweep.fuse_candidates(5, 16) == [1, 2, 4] and sweep.fuse_candidates(15, 3) == [1, 2]
+    assert fuse_k.pick_fuse({1: 100.0, 2: 180.0, 4: 170.0}) == 2
+    assert fuse_k.pick_fuse({1: 100.0, 2: 104.0, 4: 103.0}) == 1  # not 5% faster
+    assert fuse_k.pick_fuse({1: 100.0, 2: 90.0, 4: 80.0}) == 1  # fusion slower: one run at a time
+    assert fuse_k.pick_fuse({1: 100.0, 2: 150.0, 4: None}) == 2  # 4 ran out of memory
+    assert fuse_k.fuse_candidates(5, 16) == [1, 2, 4] and fuse_k.fuse_candidates(15, 3) == [1, 2]
 
 
 def test_the_search_stops_at_the_first_k_out_of_memory():
@@ -270,14 +272,14 @@ def test_the_search_stops_at_the_first_k_out_of_memory():
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return {1: 10.0, 2: 30.0}[k]
 
-    assert sweep.measure_fuse([1, 2, 4, 8], measure) == {1: 10.0, 2: 30.0, 4: None}
+    assert fuse_k.measure_fuse([1, 2, 4, 8], measure) == {1: 10.0, 2: 30.0, 4: None}
     assert asked == [1, 2, 4]
 
 
 def test_fuse_auto_takes_the_k_an_injected_timing_table_says_is_fastest(mnist_dir, tmp_path, monkeypatch):
     table = {1: 100.0, 2: 250.0, 4: 240.0}
     monkeypatch.setattr(train, "trial_images_per_s", lambda configs, *a: table[len(configs)])
-    monkeypatch.setattr(sweep, "SEARCH_SHARE", 20.0)  # let a tiny sweep pay for the search
+    monkeypatch.setattr(fuse_k, "SEARCH_SHARE", 20.0)  # let a tiny sweep pay for the search
     # one training batch of 4 a run, 4 validation and 4 test images: what is tested is the K chosen, not
     # the training (the search's cost, 47 batches, still within 20x the sweep's 4 runs of one batch each)
     code, out, err = run_script("main_activation", ["--values", "relu", "tanh", "elu", "gelu",
@@ -363,8 +365,8 @@ def test_a_group_a_member_leaves_is_freed_before_the_smaller_group_is_built(mnis
     ("mat1 and mat2 shapes cannot be multiplied (16x9216 and 4096x10)", False),
 ])
 def test_which_errors_count_as_out_of_memory(text, is_oom):
-    assert train.out_of_memory(RuntimeError(text)) is is_oom
-    assert train.out_of_memory(ValueError(text)) is False  # only the runtime's errors
+    assert core.device.out_of_memory(RuntimeError(text)) is is_oom
+    assert core.device.out_of_memory(ValueError(text)) is False  # only the runtime's errors
 
 
 @pytest.mark.parametrize("device, capability, native_bf16_cpu, recorded, chosen", [
@@ -384,7 +386,7 @@ def test_evaluate_uses_the_recorded_precision_only_where_the_device_has_it(monke
     computes it natively, and otherwise in the device's own (issue 29), saying so."""
     import evaluate
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native_bf16_cpu)
+    monkeypatch.setattr(core.device, "cpu_has_native_bf16", lambda: native_bf16_cpu)
     assert evaluate.own_precision(recorded, torch.device(device)) == chosen
     said = capsys.readouterr().out
     assert (f"trained in {recorded}" in said and f"evaluating in {chosen}" in said) == (chosen != recorded)

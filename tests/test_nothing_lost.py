@@ -395,12 +395,12 @@ def test_ctrl_c_while_the_script_starts_is_one_line(mnist_dir, tmp_path):
     wrapper = tmp_path / "ctrl_c_at_start.py"
     wrapper.write_text(f"""import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
-from core import storage
-real = storage.one_line_interrupts
+from core import logs
+real = logs.one_line_interrupts
 def one_line_interrupts():
     real()
-    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: sweep.py goes on to import torch next
-storage.one_line_interrupts = one_line_interrupts
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the script goes on to import sweep.py, and torch, next
+logs.one_line_interrupts = one_line_interrupts
 import main_activation
 sys.exit(main_activation.main(sys.argv[1:]))
 """)

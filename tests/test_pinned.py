@@ -18,6 +18,7 @@ from core import stats
 from core import storage
 import sweep
 import train
+from core import disk
 from alexnet import AlexNet
 from conftest import load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
 from core.fused import FusedAlexNet
@@ -179,9 +180,9 @@ def test_fused_groups_are_never_larger_than_k_and_even(tmp_path):
     for n in range(1, 14):
         jobs = sweep.plan([(f"s{i}", {}) for i in range(n)], config(), 1)
         for k in range(1, 7):
-            sizes = [len(g) for g in sweep.make_groups(jobs, k, str(tmp_path))]
+            sizes = [len(g) for g in sweep.make_groups(jobs, k, disk.resume_epochs(str(tmp_path), jobs))]
             assert max(sizes) <= k and len(sizes) == -(-n // k) and max(sizes) - min(sizes) <= 1, (n, k, sizes)
-            assert [j for g in sweep.make_groups(jobs, k, str(tmp_path)) for j in g] == jobs
+            assert [j for g in sweep.make_groups(jobs, k, disk.resume_epochs(str(tmp_path), jobs)) for j in g] == jobs
 
 
 def test_fused_dropout_scales_as_nn_dropout():

@@ -273,8 +273,9 @@ def test_a_sweep_on_the_cpu_keeps_freed_memory_for_the_next_step():
         pytest.skip("not glibc: the C library has no mallopt, and nothing changes")
     code = f"""import resource, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
-import train
-train.tune_backends(torch.device("cpu"))
+import train  # as a sweep does: its imports shape the heap
+from core import device
+device.tune_backends(torch.device("cpu"))
 for _ in range(6):  # the heap grows to fit
     t = torch.ones(30_000_000)  # 120 MB; fc1's weight at 227 px is 151 MB
     del t

@@ -11,6 +11,7 @@ import torch
 import data
 import sweep
 import train
+from core.flags import QUICK
 from alexnet import AlexNet
 from conftest import ROOT, load_results, one_batch, run_config, run_script, tiny_argv, tiny_split_of
 from core.fused import FusedAlexNet
@@ -107,7 +108,7 @@ def test_the_quick_preset_is_the_documented_one():
     documented = dict(image_size=int(size), train_size=int(train_n.replace(",", "")),
                       val_size=int(val_n.replace(",", "")), test_size=int(test_n.replace(",", "")),
                       epochs=int(epochs))
-    assert sweep.QUICK == documented
+    assert QUICK == documented
     assert "5 runs on 1,000 training / 250 validation / 1,000 test images at 67 px for 5 epochs" in \
         " ".join(readme.split())
 
