@@ -1,8 +1,10 @@
 """Behaviours that mechanical mutants (tests/mutants.py --since / --all) found untested: each
 test here failed on the mutant named in its docstring and passes on the code."""
 import json
+import math
 
 import pytest
+import torch
 from matplotlib.container import ErrorbarContainer
 
 from conftest import load_results
@@ -102,3 +104,62 @@ def test_the_isolation_plot_draws_each_interval_the_results_give(tuned_sweep, fi
     expected = {(round(100 * rows[n][f"{key}_ci95"][0], 6), round(100 * rows[n][f"{key}_ci95"][1], 6))
                 for n in rows for key in ("best_val_acc", "test_acc")}
     assert spans == expected and len(expected) == 4, (spans, expected)
+
+
+def save_both_run(folder, best_epoch, epochs=3):
+    """A --save both run's two files as the sweep writes them: <run>.pt with the last epoch and
+    <run>.best.pt with the best validation epoch (their "epoch"); the file's own weights elided."""
+    from core import checkpoints
+    history = {"loss": [1.0] * epochs, "train_acc": [0.5] * epochs, "val_acc": [0.5] * epochs}
+    for path, epoch in ((folder / "run.pt", epochs), (folder / "run.best.pt", best_epoch)):
+        checkpoints.save({"config": {"save": "both"}, "history": history, "epoch": epoch, "model": {}}, str(path))
+    return folder / "run.pt", folder / "run.best.pt"
+
+
+@pytest.mark.parametrize("best_epoch", [2, 3])
+def test_a_missing_best_file_never_claims_the_last_file_holds_its_weights(tmp_path, best_epoch):
+    """evaluate.py on a deleted <run>.best.pt of a --save both run: the .pt holds the last
+    epoch's weights, which are the best ones only where the two names were one file, and then
+    the .best.pt is gone with it; so the message sends the user to the .pt or to retrain, and
+    never says the .pt holds the same weights (mutant: 'not best or', which said so whenever
+    the .pt's epoch was its last, i.e. always)."""
+    import evaluate
+    last, best = save_both_run(tmp_path, best_epoch)
+    best.unlink()
+    said = evaluate.missing_checkpoint(str(best))
+    assert "does not exist" in said and "or retrain the run (--fresh)" in said and "same weights" not in said
+
+
+@pytest.mark.parametrize("best_epoch, same", [(3, True), (2, False)])
+def test_a_missing_last_file_says_whether_the_best_file_holds_the_same_weights(tmp_path, best_epoch, same):
+    import evaluate
+    last, best = save_both_run(tmp_path, best_epoch)
+    last.unlink()
+    said = evaluate.missing_checkpoint(str(last))
+    assert ("holds the same weights (its best epoch was its last)" in said) == same, said
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_run_whose_loss_is_not_finite_says_so_not_that_fp16_overflowed(mnist_dir, monkeypatch, capsys, bad):
+    """A diverged run's line names its cause: the loss it reached, not fp16's loss scale
+    (mutant: the two causes' messages swapped)."""
+    import train
+    from conftest import run_config, tiny_split_of
+    ds, split = tiny_split_of(mnist_dir, "subset", 16, 16, 16)
+    real = train.train_one_epoch
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: [[bad, correct] for _, correct in real(*a, **k)])
+    (record,) = train.train_group([run_config(epochs=2, train_size=16)], split, ds.num_classes)
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert record["status"] == "diverged"
+    assert f"loss is {bad / 16}" in text and "in epoch 1; stopping this run as diverged" in text, text
+    assert "overflowed" not in text
+
+
+def test_images_per_second_are_the_images_over_the_seconds_between_the_two_waits(monkeypatch):
+    """bench.py's and --fuse auto's images/s: the images the timed steps held over the seconds
+    from the first wait for the device to the second (mutant: the start added, not subtracted)."""
+    from core import throughput
+    clock = iter([100.0, 102.5])
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
+    assert throughput.images_per_s(lambda steps: 50 * steps, 2, torch.device("cpu")) == 40.0
