@@ -5,6 +5,7 @@ member's own operation, so it is compared exactly; the grouped form sums the sam
 another order, so within float32's rounding. CPU, float32, small sizes."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alexnet import AlexNet
@@ -217,3 +218,22 @@ def test_the_fused_model_is_k_alexnets(form):
                    else model.member_tensors(k, grads=True))
         for name, p in alexnet.named_parameters():
             check(p.grad, grads_k[name], exact, f"{name} gradient of member {k}")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_each_form_runs_the_kernels_it_names(monkeypatch, form):
+    """--kernels grouped runs each fused layer of K members as one grouped convolution or one
+    batched matmul, split as K plain ones (docs/fused.md): the form a record names is the one
+    that ran, whatever the numbers (both forms give the same within rounding)."""
+    calls = []
+    conv2d, baddbmm, linear = F.conv2d, torch.baddbmm, F.linear
+    monkeypatch.setattr(F, "conv2d", lambda *a, **kw: (calls.append(("conv", kw.get("groups", 1))), conv2d(*a, **kw))[1])
+    monkeypatch.setattr(torch, "baddbmm", lambda *a, **kw: (calls.append(("bmm", 0)), baddbmm(*a, **kw))[1])
+    monkeypatch.setattr(F, "linear", lambda *a, **kw: (calls.append(("linear", 0)), linear(*a, **kw))[1])
+    torch.manual_seed(0)
+    model = FusedAlexNet([AlexNet(10, "relu", image_size=67) for _ in range(3)], ["relu"] * 3, [0.0] * 3, [None] * 3)
+    model.kernels = {name: form for name in LAYERS}
+    model(torch.randn(2, 9, 67, 67))
+    expected = ([("conv", 3)] * 5 + [("bmm", 0)] * 3 if form == "grouped"
+                else [("conv", 1)] * 15 + [("linear", 0)] * 9)
+    assert sorted(calls) == sorted(expected), calls
