@@ -156,7 +156,7 @@ def tuning_lines(results: dict, rows: dict) -> list:
 
 
 def section(experiment: str, title: str, results: dict, images_dir: str, images_rel: str) -> tuple:
-    summary, best_info = stats.summarize(results)  # recomputed, so older results files work too
+    summary, best_info = stats.summarize(results)  # recomputed from the runs, not taken from the file
     rows = {r["setting"]: r for r in summary}
     best = best_info and best_info["setting"]
     runs = results["runs"]
