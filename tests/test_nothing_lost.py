@@ -401,8 +401,9 @@ def one_line_interrupts():
     real()
     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the script goes on to import sweep.py, and torch, next
 logs.one_line_interrupts = one_line_interrupts
-import main_activation
-sys.exit(main_activation.main(sys.argv[1:]))
+import runpy
+sys.argv[0] = {os.path.join(str(ROOT), "main_activation.py")!r}
+runpy.run_path(sys.argv[0], run_name="__main__")  # as python main_activation.py runs it
 """)
     # Ctrl-C reaches the child as a shell's foreground job gets it, even where this suite runs
     # with SIGINT ignored (a background job of a script), which a child would inherit
