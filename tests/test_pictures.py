@@ -100,7 +100,7 @@ def expected_mean(records, key) -> float:
     return 100 * float(np.mean([r[key] for r in records]))
 
 
-@pytest.mark.parametrize("epochs, seeds", [(1, 1), (1, 3), (30, 3)])
+@pytest.mark.parametrize("epochs, seeds", [(1, 1), (1, 3), (20, 3), (21, 1), (30, 3)])  # markers up to 20 epochs
 def test_curves_have_markers_percent_chance_and_integer_epochs(tmp_path, figures, epochs, seeds):
     results = lr_sweep(epochs, seeds)
     plotting.plot_experiment(results, str(tmp_path))
