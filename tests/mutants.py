@@ -350,7 +350,7 @@ MUTANTS = {
                                     "tests/test_report.py::test_consolidated_from_results_ignores_the_adam_lr_for_sgd"),
     "winners-in-report-order": ("core/ablation.py", "return sorted(deciding, key=lambda a: not required & set(a.decides))",
                                 "return deciding", "tests/test_report.py::test_consolidated_from_results_takes_each_best"),
-    "tune-lr-for-the-rate-sweep": ("sweep.py", "    if tune_lr:", "    if True:",
+    "tune-lr-for-the-rate-sweep": ("core/flags.py", "    if tune_lr:", "    if True:",
                                    TL + "test_the_learning_rate_sweep_has_no_tune_lr"),
 }
 NEW = ("bf16-on-a-t4", "one-scaler-for-all", "overflow-never-diverges", "split-is-grouped", "slower-kernel-kept",
