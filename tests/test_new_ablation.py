@@ -56,9 +56,15 @@ if __name__ == "__main__":
 
 
 def copy_repository(dest):
-    """The repository's tracked files (git ls-files) copied into dest."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for path in filter(None, listed.decode().split("\0")):
+    """The repository's tracked files (git ls-files) copied into dest; in a copy without git (the
+    mutation check's), its files but for the virtual environment and caches."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode == 0:
+        paths = filter(None, listed.stdout.decode().split("\0"))
+    else:
+        skip = {".git", ".venv", ".mutants", "__pycache__", ".pytest_cache", ".pytest-files"}
+        paths = [p.relative_to(ROOT) for p in ROOT.rglob("*") if not skip & set(p.relative_to(ROOT).parts)]
+    for path in paths:
         source = ROOT / path
         if source.is_file():
             (dest / path).parent.mkdir(parents=True, exist_ok=True)
