@@ -105,6 +105,8 @@ def _measured_kernels(model: FusedAlexNet, x: torch.Tensor, autocast, timer, mod
 
 
 def synchronize(device) -> None:
-    """Wait for the device's queued work (CUDA); nothing elsewhere."""
+    """Wait for the device's queued work (CUDA, MPS: both run ahead of the host); nothing on a CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

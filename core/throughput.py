@@ -8,13 +8,6 @@ import torch
 from core.kernels import synchronize
 
 
-def wait_for(device: torch.device) -> None:
-    """Block until the device has run everything queued on it (CUDA and MPS run ahead of the host)."""
-    synchronize(device)
-    if device.type == "mps":
-        torch.mps.synchronize()
-
-
 def train_steps(step, batches, steps: int, world_size: int = 1) -> int:
     """steps calls of a fused group's step (train.Group.make_step) on the next (x, y) of the
     iterator batches, each weighted to its own batch's mean; returns the images they held,
@@ -30,8 +23,8 @@ def train_steps(step, batches, steps: int, world_size: int = 1) -> int:
 def images_per_s(run_steps, steps: int, device: torch.device) -> float:
     """Images per second of run_steps(steps), a callable that trains that many steps on device
     and returns the images they held."""
-    wait_for(device)
+    synchronize(device)
     start = time.perf_counter()
     images = run_steps(steps)
-    wait_for(device)
+    synchronize(device)
     return images / (time.perf_counter() - start)
