@@ -66,3 +66,9 @@ def loaded(state_dict: dict, **kwargs) -> AlexNet:
         model = AlexNet(**kwargs)
     model.load_state_dict(state_dict, assign=True)
     return model
+
+
+def parameter_count(image_size: int, num_classes: int) -> int:
+    """AlexNet's parameters at this input size (counted on the meta device: no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in AlexNet(num_classes, image_size=image_size).parameters())

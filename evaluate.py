@@ -28,6 +28,7 @@ import numpy as np
 from core import checkpoints
 from core import logs
 from core import storage
+from core.results import evaluation_paths
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = ("model", "config", "num_classes", "classes", "experiment", "name")
@@ -259,16 +260,6 @@ def class_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-PICTURES = ("confusion", "filters", "mistakes")
-
-
-def output_paths(out: str, experiment: str, run: str) -> dict:
-    """Where evaluating checkpoint <run>.pt of an experiment writes: {"json", "confusion", "filters", "mistakes"}."""
-    stem = f"{experiment}_{run}"
-    return {"json": os.path.join(out, "results", f"{stem}_eval.json"),
-            **{kind: os.path.join(out, "images", f"{stem}_{kind}.png") for kind in PICTURES}}
-
-
 def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, precision=None) -> dict:
     """Evaluate one checkpoint on its test split; write its eval JSON and pictures; return the summary."""
     import data
@@ -278,7 +269,7 @@ def evaluate_checkpoint(path: str, out: str, data_dir=None, device_name=None, pr
     except data.DataError as err:
         raise InputError(f"the dataset of {path} is not available: {err}") from None
     summary = summarize(logits, labels, ckpt["classes"])
-    paths = output_paths(out, ckpt["experiment"], os.path.basename(path)[:-3])
+    paths = evaluation_paths(out, ckpt["experiment"], os.path.basename(path)[:-3])
     title = f"{ckpt['experiment']} / {os.path.basename(path)[:-3]}"
     summary.update(checkpoint=os.path.abspath(path), device=str(device), precision=precision,
                    recorded_test_acc=ckpt.get("test_acc"), experiment=ckpt["experiment"], name=ckpt["name"],

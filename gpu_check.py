@@ -107,9 +107,9 @@ def device_facts(device_name: str) -> dict:
 def out_of_memory_batch(memory_bytes: float, image_size: int = 227) -> int:
     """The training batch at which one run's estimated memory (core.fuse_k.run_bytes, an upper
     bound) is a quarter of the device's: one run fits, 16 fused need 4 times the device."""
-    import sweep
+    import alexnet
     from core.fuse_k import run_bytes
-    params = sweep.parameter_count(image_size, 10)
+    params = alexnet.parameter_count(image_size, 10)
     fixed = run_bytes({"image_size": image_size, "batch_size": 0}, params)
     per_image = run_bytes({"image_size": image_size, "batch_size": 1}, params) - fixed
     return max(16, int((memory_bytes / 4 - fixed) / per_image))

@@ -15,7 +15,6 @@ import gc
 import os
 import signal
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -23,21 +22,22 @@ import torch
 import torch.distributed as dist
 
 import data
-import evaluate
 import plotting
 import train
-from alexnet import MIN_IMAGE_SIZE, AlexNet
+from alexnet import MIN_IMAGE_SIZE, parameter_count
 from core import checkpoints
 from core import logs
 from core import storage
-from core.device import out_of_memory, release_memory, resolved, training_device, tune_backends
+from core.device import out_of_memory, out_of_memory_message, release_memory, resolved, training_device, tune_backends
+from core.distributed import wait_for_ranks
 from core.disk import check_disk, disk_needs, resume_epochs
 from core.flags import Options, add_parallel_flags, build_parser, check_flags, check_out, resolve_config, settings_of
 from core.flags import parse_number  # noqa: F401 (the scripts' sweep.parse_number)
 from core.fuse_k import choose_fuse
+from core.recording import record_run, remove_left_behind
 from core.plan import Job, assign, make_groups, my_shard, plan, repeated_run, split_finished, tuned_sweep
 from core.results import (ResultsError, add_to_plan, finished, forget_pending, listed, read_results, record_path,
-                          results_path, run_key, sweeping_path, write_record, write_results)
+                          results_path, run_key, sweeping_path, write_results)
 from core.results import fmt  # noqa: F401 (the scripts' sweep.fmt)
 from core.summary import show_results
 from train import DEFAULTS, KERNELS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES
@@ -46,12 +46,6 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 OPTIONS = Options(defaults=DEFAULTS, datasets=data.DATASETS, regimes=data.REGIMES, precisions=PRECISIONS,
                   kernels=KERNELS, saves=SAVE_CHOICES, train_acc_modes=TRAIN_ACC_MODES,
                   smallest_image=MIN_IMAGE_SIZE, root=ROOT)
-
-
-def parameter_count(image_size: int, num_classes: int) -> int:
-    """AlexNet's parameters at this input size (counted on the meta device: no memory)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in AlexNet(num_classes, image_size=image_size).parameters())
 
 
 @dataclass(frozen=True)
@@ -252,18 +246,6 @@ def trained_on(ctx: Context) -> dict:
             "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
 
 
-def wait_for_ranks(name: str, world: int, poll: float = 1.0) -> None:
-    """Wait until every rank has called this with this name. Unlike dist.barrier(), no timeout:
-    with --strategy spread one rank may finish its share hours before another, and a barrier
-    would end it after the process group's timeout (NCCL's watchdog: 10 minutes). Each rank
-    counts itself in the store that torchrun's rendezvous set up; a count returns at once."""
-    store = dist.distributed_c10d._get_default_store()
-    key = f"alexnet-ablations/{name}"
-    store.add(key, 1)
-    while store.add(key, 0) < world:
-        time.sleep(poll)
-
-
 # ---------------------------------------------------------------------------
 # A group of runs: claim, train (halving on out of memory), record
 
@@ -305,7 +287,8 @@ def take_run(ctx: Context, job: Job, latest: dict, claims: list) -> bool:
         logs.info(f"{job.desc}: being trained by another process on this --out; skipped here")
         return False
     claims.append(claim)
-    remove_left_behind(ctx.experiment, ctx.args.out, ctx.models_dir, job)
+    remove_left_behind(ctx.experiment, ctx.args.out, ctx.models_dir, job.name, job.config["seed"], job.stem,
+                       job.desc)
     if finished(latest.get((job.name, job.config["seed"])), job.config):
         logs.info(f"{job.desc}: finished meanwhile by another process; skipping")
         return False
@@ -369,11 +352,7 @@ def failed_group(ctx: Context, training: Training, part: list, statuses: dict, e
         half = (len(left) + 1) // 2
         return left[:half], left[half:]
     if out_of_memory(err):
-        config = left[0].config if left else {}
-        message = (f"out of memory ({logs.shorten(message.splitlines()[0], 160)}): one run at batch "
-                   f"{config.get('batch_size')} and {config.get('image_size')} px does not fit on "
-                   f"{training.split.train.device}; lower --batch-size or --image-size, or train on a device "
-                   f"with more memory")
+        message = out_of_memory_message(message, left[0].config if left else {}, training.split.train.device)
     for job in left:
         logs.problem(f"{job.desc}: failed ({message.splitlines()[0]})")
         record(ctx, training, job, {"status": "failed", "error": message, "test_acc": None, "best_val_acc": None,
@@ -403,63 +382,6 @@ def record(ctx: Context, training: Training, job: Job, outcome: dict, part: list
             record_run(ctx.experiment, entry, state_dict, best_state, training.dataset, ctx.args.out, ctx.models_dir,
                        job.stem, ctx.order)
     statuses[job.stem] = entry["status"]
-
-
-def remove_left_behind(experiment: str, out: str, models_dir: str, job: Job) -> None:
-    """Remove the temporary files that a writer of the run's files (checkpoints, record), killed
-    inside a write, left; only while holding the run's claim, under which alone they are written."""
-    removed = storage.remove_left_behind([checkpoints.resume_path(models_dir, job.stem),
-                                          checkpoints.final_path(models_dir, job.stem),
-                                          checkpoints.best_path(models_dir, job.stem),
-                                          record_path(out, experiment, job.name, job.config["seed"])])
-    if removed:
-        logs.info(f"{job.desc}: removed {len(removed)} temporary file(s) left by an interrupted write: "
-                  + ", ".join(os.path.basename(path) for path in removed))
-
-
-def record_run(experiment, record, state_dict, best_state, dataset, out, models_dir, stem, order) -> None:
-    """Final checkpoints first (what --save keeps: the last epoch's weights, the best
-    validation epoch's, both, or none; where the best epoch is the last, one file under both
-    names), then the run's record, listing them, then the merged results; a failed run
-    (state_dict None) keeps its resume file, so that the rerun resumes."""
-    save = record["config"].get("save", "both")
-    last_path, best_path = checkpoints.final_path(models_dir, stem), checkpoints.best_path(models_dir, stem)
-    best_is_last = record.get("best_epoch") is not None and record["best_epoch"] == record.get("epochs_completed")
-    kept = {"last": None, "best": None, "best_is_last": best_is_last}
-    if state_dict is not None and save in ("both", "last"):
-        checkpoints.save({**checkpoints.final_state(state_dict, record, experiment, dataset.num_classes,
-                                                    dataset.classes), "epoch": record.get("epochs_completed")},
-                         last_path)
-        kept["last"] = os.path.basename(last_path)
-    if best_state is not None and save in ("both", "best"):
-        if kept["last"] and best_is_last:  # the same weights, epoch and test accuracy: one file, two names
-            checkpoints.link_or_copy(last_path, best_path)
-        else:
-            best = {**record, "test_acc": record.get("test_acc_at_best")}
-            checkpoints.save({**checkpoints.final_state(best_state, best, experiment, dataset.num_classes,
-                                                        dataset.classes), "epoch": record["best_epoch"]},
-                             best_path)
-        kept["best"] = os.path.basename(best_path)
-    if state_dict is not None:
-        for name, path in (("last", last_path), ("best", best_path)):
-            if kept[name] is None and os.path.exists(path):  # an earlier training's, no longer this run's
-                os.remove(path)
-        record["checkpoints"] = kept
-    if state_dict is not None:
-        forget_evaluations(out, experiment, stem)
-    write_record(out, experiment, record)
-    write_results(out, experiment, order)
-    resume = checkpoints.resume_path(models_dir, stem)
-    if state_dict is not None and os.path.exists(resume):
-        os.remove(resume)
-
-
-def forget_evaluations(out: str, experiment: str, stem: str) -> None:
-    """Remove evaluate.py's files of a run's earlier checkpoints, which a new training replaces."""
-    for name in (stem, f"{stem}.best"):
-        for path in evaluate.output_paths(out, experiment, name).values():
-            if os.path.exists(path):
-                os.remove(path)
 
 
 # ---------------------------------------------------------------------------

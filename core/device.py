@@ -185,3 +185,10 @@ def fits(run, *args) -> tuple:
     # out of the except block: the error's traceback held the failed frames' tensors
     release_memory()
     return None, False
+
+
+def out_of_memory_message(message: str, config: dict, device) -> str:
+    """A failed run's error where one run alone ran out of memory: what to change."""
+    return (f"out of memory ({logs.shorten(message.splitlines()[0], 160)}): one run at batch "
+            f"{config.get('batch_size')} and {config.get('image_size')} px does not fit on {device}; lower "
+            f"--batch-size or --image-size, or train on a device with more memory")

@@ -42,6 +42,16 @@ def records_dir(out: str, experiment: str) -> str:
     return os.path.join(out, "results", experiment)
 
 
+PICTURES = ("confusion", "filters", "mistakes")  # what evaluate.py draws of a checkpoint
+
+
+def evaluation_paths(out: str, experiment: str, run: str) -> dict:
+    """Where evaluating checkpoint <run>.pt of an experiment writes: {"json", "confusion", "filters", "mistakes"}."""
+    stem = f"{experiment}_{run}"
+    return {"json": os.path.join(out, "results", f"{stem}_eval.json"),
+            **{kind: os.path.join(out, "images", f"{stem}_{kind}.png") for kind in PICTURES}}
+
+
 def record_path(out: str, experiment: str, name: str, seed: int) -> str:
     return os.path.join(records_dir(out, experiment), f"{name}_seed{seed}.json")
 

@@ -10,6 +10,7 @@ import torch
 from core import checkpoints
 from core import disk
 from core import flags
+import alexnet
 import evaluate
 import sweep
 import train
@@ -106,7 +107,7 @@ def test_the_estimate_is_within_10_percent_of_what_a_sweep_writes(mnist_dir, tmp
     path = tmp_path / "r.resume.pt"
     history = {"loss": [1.0], "train_acc": [0.1], "val_acc": [0.1]}
     checkpoints.save({**checkpoints.resume_state(group.member_state(0), 1, history, ds_config), "best": None}, str(path))
-    estimate = disk.resume_bytes(sweep.parameter_count(ds_config["image_size"], 10), ds_config["optimizer"])
+    estimate = disk.resume_bytes(alexnet.parameter_count(ds_config["image_size"], 10), ds_config["optimizer"])
     assert abs(estimate - path.stat().st_size) <= 0.1 * path.stat().st_size
     assert disk.optimizer_state_tensors("adam") == 2 and disk.optimizer_state_tensors("sgd") == 0
 
@@ -127,7 +128,7 @@ def test_a_sweep_too_large_for_the_disk_stops_before_training_and_goes_on_with_t
 
 def test_disk_needs_count_the_save_choice_and_k():
     base = {**train.DEFAULTS, "dataset": "cifar10"}
-    params = sweep.parameter_count(base["image_size"], 10)
+    params = alexnet.parameter_count(base["image_size"], 10)
     file = disk.final_bytes(params)
     assert 233e6 < file < 234e6  # 58,322,314 fp32 parameters: the study's checkpoint
 

@@ -6,6 +6,7 @@ import collections
 import json
 import shutil
 
+import alexnet
 from core import disk
 import main_consolidated
 import plotting
@@ -28,14 +29,14 @@ def needs_of(settings: list, base: dict, fuse=4) -> dict | None:
     """The disk estimate of a sweep of settings, one seed, none of its runs trained yet."""
     jobs = sweep.plan(settings, base, 1)
     return sweep.disk_needs(jobs, base, {job.stem: 0 for job in jobs}, fuse, "/nonexistent/models/x",
-                            sweep.parameter_count)
+                            alexnet.parameter_count)
 
 
 def test_the_estimate_counts_a_resume_file_only_where_a_run_has_an_epoch_after_which_one_is_due():
     base = {**train.DEFAULTS, "dataset": "cifar10"}
     plan = [(f"s{i}", {}) for i in range(5)]
-    file = disk.final_bytes(sweep.parameter_count(base["image_size"], 10))
-    resume = disk.resume_bytes(sweep.parameter_count(base["image_size"], 10), base["optimizer"], with_best=True)
+    file = disk.final_bytes(alexnet.parameter_count(base["image_size"], 10))
+    resume = disk.resume_bytes(alexnet.parameter_count(base["image_size"], 10), base["optimizer"], with_best=True)
     one = needs_of(plan, {**base, "epochs": 1})
     assert one["k"] == 0 and one["resume"] == 0
     assert one["low"] == one["high"] == 5 * file  # and its best epoch is its last: one checkpoint a run
@@ -68,7 +69,7 @@ def test_a_one_epoch_sweep_that_fits_is_not_refused_for_a_resume_file_it_never_w
     counts it."""
     skip_plots(monkeypatch)
     base = {**train.DEFAULTS, "image_size": 67}
-    params = sweep.parameter_count(base["image_size"], 10)
+    params = alexnet.parameter_count(base["image_size"], 10)
     file, resume = disk.final_bytes(params), disk.resume_bytes(params, base["optimizer"], with_best=True)
     argv = one_batch(["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path / "one")])
     code, out, err, needs, written = sweep_on_a_disk_of(monkeypatch, lambda needs: file + resume // 2, argv)

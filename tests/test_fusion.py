@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+import alexnet
 import data
 import sweep
 import train
@@ -193,7 +194,7 @@ def test_fuse_flag_checks():
         with pytest.raises(Exception):
             flags.fuse(bad)
     base = config()
-    params = sweep.parameter_count(227, 10)
+    params = alexnet.parameter_count(227, 10)
     assert fuse_k.choose_fuse(3, [], base, torch.device("cpu"), False, 0, params, None) == (3, {"how": "--fuse 3"})
     assert fuse_k.choose_fuse("auto", [], base, torch.device("cpu"), True, 0, params, None)[0] == 1  # ddp
     assert fuse_k.run_bytes(config(image_size=227), params) > 0.9e9  # weights, grads and Adam's state alone are 0.93 GB

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+import alexnet
 from core import fused
 from conftest import write_mnist_like
 
@@ -112,7 +113,6 @@ def test_on_two_gpus_the_check_forces_out_of_memory_spreads_evaluates_at_the_lar
     one at a time (one GPU done a run before the other); the largest K bench timed; Adagrad; and
     --compile with dropout, each under its own positive time limit."""
     import gpu_check
-    import sweep
     from core import fuse_k
     fake_gpus(monkeypatch)
     fake_run, commands = fake_steps(bench_rate=3000.0, out_of_memory_output="going on as 8 + 8")
@@ -126,7 +126,7 @@ def test_on_two_gpus_the_check_forces_out_of_memory_spreads_evaluates_at_the_lar
 
     oom = command_with(commands, "main_learning_rate.py", "--fuse", "16")
     batch = int(oom[oom.index("--batch-size") + 1])
-    one_run = fuse_k.run_bytes({"image_size": 227, "batch_size": batch}, sweep.parameter_count(227, 10))
+    one_run = fuse_k.run_bytes({"image_size": 227, "batch_size": batch}, alexnet.parameter_count(227, 10))
     assert 16 * one_run >= 3.9 * 16 * 2**30 and one_run <= 16 * 2**30 / 4, batch
     assert oom[oom.index("--seeds") + 1] == "16" and steps["out_of_memory"]["splits"] == 1
     assert steps["out_of_memory"]["groups"] == [8] * 16 and "problem" not in steps["out_of_memory"]
