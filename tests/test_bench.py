@@ -82,3 +82,14 @@ def test_the_out_of_memory_k_is_said_to_be_beside_the_smaller_groups(tmp_path, c
     assert code == 0
     assert json.loads(path.read_text())["out_of_memory_at_fuse"] == 2
     assert "fuse 2: out of memory beside the groups of smaller K" in capsys.readouterr().out
+
+
+def test_the_summary_states_each_fused_k_against_one_run(capsys):
+    """The step mode's last line: each K's images/s over K = 1's, which docs/speed.md quotes."""
+    rows = [{"fuse": k, "images_per_s": rate, "ratio": rate / 50.0, "tflops": 1.0, "peak_share": None,
+             "kernels": {}} for k, rate in ((1, 100.0), (2, 190.0), (4, 300.0))]
+    bench.print_steps_summary({"study_images_per_s": 50.0, "ours": rows})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "median: study's way 50.0 images/s"
+    assert lines[1] == "ours, 1 run(s) fused: 100.0 images/s, 2.00x, 1.00 TFLOPS"
+    assert lines[-1] == "fused vs one run: K = 2 1.90x, K = 4 3.00x"
