@@ -352,7 +352,8 @@ def main(argv=None) -> int:
                         "what is there for it (default: off)")
     args = p.parse_args(argv)
     if args.tensorboard and tensorboard.missing():
-        p.error(f"argument --tensorboard: {tensorboard.missing()}")
+        print(f"error: --tensorboard: {tensorboard.missing()}", file=sys.stderr)
+        return 1
     found = experiments_in(args.out)
     names = args.experiments
     if not names:  # every sweep's results; other JSON files in results/ are named and left alone

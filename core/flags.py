@@ -286,7 +286,7 @@ def check_flags(parser, args, sweep: list, base: dict, world: int) -> None:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
     if args.tensorboard and tensorboard.missing():
-        parser.error(f"argument --tensorboard: {tensorboard.missing()}")
+        parser.error(f"argument --tensorboard: {tensorboard.missing()}")  # before any data loads
     largest, last = 2**31 - 1, base["seed"] + args.seeds - 1  # as --seed allows
     if last > largest:
         parser.error(f"argument --seeds: seeds {base['seed']} to {last} go past {largest}, the largest seed; "

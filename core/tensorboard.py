@@ -32,7 +32,7 @@ def missing() -> str | None:
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
-        return f"--tensorboard needs the tensorboard package, which is not installed: {INSTALL}"
+        return f"the tensorboard package is not installed; install it with {INSTALL}"
     return None
 
 
