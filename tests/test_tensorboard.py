@@ -37,15 +37,31 @@ def sweep_argv(data_dir, out, epochs=2, extra=()):
 
 
 @pytest.fixture(scope="module")
-def swept(mnist_dir, tmp_path_factory):
-    """The --out of one tiny --tensorboard sweep of two fused runs (2 epochs)."""
+def sweep_and_live(mnist_dir, tmp_path_factory):
+    """(--out, {run folder name: its scalars as written live}) of one tiny --tensorboard sweep of two
+    fused runs (2 epochs); the live scalars are read as each run finishes, before its record
+    rewrites its folder."""
     pytest.importorskip("tensorboard")
-    out = tmp_path_factory.mktemp("tb") / "out"
+    from core import tensorboard
+    out, live = tmp_path_factory.mktemp("tb") / "out", {}
+    real = tensorboard.Board.finished
+
+    def finished(self, job, record):
+        folder = tensorboard.run_dir(self.out, self.experiment, job.name, job.config["seed"])
+        live[os.path.basename(folder)] = read_run_scalars(folder)
+        real(self, job, record)
+
     with pytest.MonkeyPatch.context() as m:
         skip_fsync(m)
+        m.setattr(tensorboard.Board, "finished", finished)
         code, _, err = run_script("main_dropout", sweep_argv(mnist_dir, out, extra=["--tensorboard"]))
     assert code == 0, err
-    return out
+    return out, live
+
+
+@pytest.fixture
+def swept(sweep_and_live):
+    return sweep_and_live[0]
 
 
 def read_run(folder) -> tuple:
@@ -98,7 +114,8 @@ def runs_dir(out, experiment=EXPERIMENT):
     return out / "runs" / experiment
 
 
-def test_each_fused_member_is_its_own_run_equal_to_its_record(swept):
+def test_each_fused_member_is_its_own_run_equal_to_its_record(sweep_and_live):
+    swept, live = sweep_and_live
     runs = {r["name"]: r for r in load_results(swept, EXPERIMENT)["runs"]}
     assert all(run["fused_with"] for run in runs.values())  # trained as one fused group of 2
     folders = sorted(os.listdir(runs_dir(swept)))
@@ -112,6 +129,10 @@ def test_each_fused_member_is_its_own_run_equal_to_its_record(swept):
         assert len(scalars["loss/train"]) == 2 and None not in record["timing"]["images_per_s"]
         assert hparams == expected_hparams(record)
         assert declared == DECLARED and metrics == set(METRICS)
+        # as each member trained: its own epochs in its own folder
+        every_epoch = {k: v for k, v in expected_scalars(record).items()
+                       if not k.startswith(("hparams/", "accuracy/test"))}
+        assert_scalars_equal(live[f"{name}_seed0"], every_epoch)
 
 
 def test_a_tuned_sweep_shows_each_setting_s_chosen_rate(mnist_dir, tmp_path):
