@@ -13,6 +13,8 @@ import glob
 import math
 import os
 
+from core import logs
+
 INSTALL = "pip install tensorboard"
 EVENTS = "events.out.tfevents."
 # every run's hyperparameters, each with a value of its type: every run declares the same columns,
@@ -149,19 +151,32 @@ class Board:
         """After a run starts or resumes, and after each of its epochs: write its epochs not yet
         written. Its first call here, or a history shorter than what was written (a group going on
         from its resume files after running out of memory), starts its folder anew."""
-        held = self.writers.get(folder)
-        if held is None or len(history["loss"]) < held[1]:
-            self.close(folder)
-            held = self.writers[folder] = [open_run(folder), 0]
-        write_epochs(held[0], history, timing, lr, held[1])
-        held[1] = len(history["loss"])
-        held[0].flush()
+        try:
+            held = self.writers.get(folder)
+            if held is None or len(history["loss"]) < held[1]:
+                self.close(folder)
+                held = self.writers[folder] = [open_run(folder), 0]
+            write_epochs(held[0], history, timing, lr, held[1])
+            held[1] = len(history["loss"])
+            held[0].flush()
+        except OSError as err:
+            self.failed(folder, err)
 
     def finished(self, job, record: dict) -> None:
         """The run is recorded: its folder is written anew from the record."""
         folder = run_dir(self.out, self.experiment, job.name, job.config["seed"])
-        self.close(folder)
-        write_run(folder, self.experiment, record)
+        try:
+            self.close(folder)
+            write_run(folder, self.experiment, record)
+        except OSError as err:
+            self.failed(folder, err)
+
+    def failed(self, folder: str, err: OSError) -> None:
+        """A run's curves are not worth its training: say so, and go on (plotting.py --tensorboard
+        writes the folder again from the record later)."""
+        self.writers.pop(folder, None)
+        logs.problem(f"--tensorboard: cannot write {folder} ({err}); training goes on, and "
+                     f"plotting.py --tensorboard writes it again from its record")
 
     def close(self, folder: str | None = None) -> None:
         """Close one run's writer, or (folder None) every one."""
