@@ -2,6 +2,7 @@
 
     python plotting.py                      # every results/*.json under the repository root
     python plotting.py --out runs learning_rate
+    python plotting.py --tensorboard        # and each run for TensorBoard, in runs/ (docs/tensorboard.md)
 
 For each experiment: loss, training accuracy and validation accuracy against
 epoch (one line per setting, the mean over seeds with a band of one standard
@@ -23,6 +24,7 @@ import numpy as np
 import report
 from core import ablation
 from core import stats
+from core import tensorboard
 from core.results import ResultsError, experiments_in, fmt, read_results, records_dir, results_path
 from core.storage import WriteError, out_folder
 
@@ -345,7 +347,13 @@ def main(argv=None) -> int:
                    help="experiment names (default: every sweep's results/*.json; other files there are skipped)")
     p.add_argument("--out", default=root, type=out_folder,
                    help="root holding results/ and images/ (default: the repository root)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write each recorded run for TensorBoard into <out>/runs/<experiment>/, replacing "
+                        "what is there for it (default: off)")
     args = p.parse_args(argv)
+    if args.tensorboard and tensorboard.missing():
+        print(f"error: --tensorboard: {tensorboard.missing()}", file=sys.stderr)
+        return 1
     found = experiments_in(args.out)
     names = args.experiments
     if not names:  # every sweep's results; other JSON files in results/ are named and left alone
@@ -364,6 +372,8 @@ def main(argv=None) -> int:
         try:
             results = read_results(args.out, name)
             for written in plot_experiment(results, os.path.join(args.out, "images")):
+                print(written)
+            for written in tensorboard.write_results(args.out, results) if args.tensorboard else ():
                 print(written)
         except (ResultsError, WriteError) as err:
             print(f"error: {err}", file=sys.stderr)

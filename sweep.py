@@ -28,6 +28,7 @@ from alexnet import MIN_IMAGE_SIZE, parameter_count
 from core import checkpoints
 from core import logs
 from core import storage
+from core import tensorboard
 from core.device import out_of_memory, out_of_memory_message, release_memory, resolved, training_device, tune_backends
 from core.distributed import wait_for_ranks
 from core.disk import check_disk, disk_needs, resume_epochs
@@ -79,6 +80,7 @@ class Training:
     dataset: data.Dataset
     split: train.Split
     trained_on: dict
+    board: tensorboard.Board | None = None  # --tensorboard: the runs this process writes (ddp: rank 0's)
 
 
 # ---------------------------------------------------------------------------
@@ -206,11 +208,18 @@ def _sweep(ctx: Context, jobs: list, pending: list, done: list, epochs: dict, da
     if any(len(g) > 1 for g in groups):
         logs.info(f"fused: {' + '.join(str(len(g)) for g in groups)} runs at once (--fuse {ctx.args.fuse}"
                   + (f", {k} chosen" if ctx.args.fuse == "auto" else "") + ")")
-    training = Training(dataset, split, {**trained_on(ctx), "fuse": fuse_info})
+    board = tensorboard.Board(ctx.args.out, ctx.experiment) if ctx.args.tensorboard and ctx.lead else None
+    training = Training(dataset, split, {**trained_on(ctx), "fuse": fuse_info}, board)
+    if board and ctx.rank == 0:  # the runs finished before this command, from their records
+        tensorboard.write_results(ctx.args.out, {"experiment": ctx.experiment, "runs": [old for _, old in done]})
     failed = []
-    for group in groups:
-        statuses = train_jobs(ctx, training, group)
-        failed += [job.desc for job, status in zip(group, statuses) if status == "failed"]
+    try:
+        for group in groups:
+            statuses = train_jobs(ctx, training, group)
+            failed += [job.desc for job, status in zip(group, statuses) if status == "failed"]
+    finally:
+        if board:
+            board.close()
     present.release()  # trains nothing more: before the ranks wait for each other, so rank 0's finish may forget
     if ctx.ddp:
         dist.barrier()  # every run is recorded
@@ -328,7 +337,8 @@ def train_group(ctx: Context, training: Training, part: list, statuses: dict) ->
         outcomes = train.train_group([job.config for job in part], training.split, training.dataset.num_classes,
                                      [checkpoints.resume_path(ctx.models_dir, job.stem) for job in part],
                                      [job.desc for job in part],
-                                     on_finish=functools.partial(record_finished, ctx, training, part, statuses))
+                                     on_finish=functools.partial(record_finished, ctx, training, part, statuses),
+                                     **({"on_epoch": training.board.watcher(part)} if training.board else {}))
     except (KeyboardInterrupt, SystemExit, storage.WriteError):
         raise
     except Exception as err:  # one failing group must not end the sweep...
@@ -381,6 +391,8 @@ def record(ctx: Context, training: Training, job: Job, outcome: dict, part: list
         with storage.interrupts_deferred():  # a finished run is recorded whole, even on Ctrl-C
             record_run(ctx.experiment, entry, state_dict, best_state, training.dataset, ctx.args.out, ctx.models_dir,
                        job.stem, ctx.order)
+            if training.board:
+                training.board.finished(job, entry)
     statuses[job.stem] = entry["status"]
 
 
@@ -398,6 +410,8 @@ def finish(ctx: Context, jobs: list, failed: list, present) -> int:
         forget_refused = not drop_pending(ctx, asked, present)
     results = write_results(args.out, experiment, ctx.order)
     plotting.plot_experiment(results, os.path.join(args.out, "images"))
+    if args.tensorboard and "tuning" in results:  # each tuned run's setting's chosen rate, known only now
+        tensorboard.write_results(args.out, results, {(job.name, job.config["seed"]) for job in jobs})
     show_results(results, {(job.name, job.config["seed"]) for job in jobs}, args.shard, args.out, experiment,
                  ctx.models_dir)
     pending = results["progress"]["pending"]

@@ -404,13 +404,15 @@ def train_run(config: dict, split: Split, num_classes: int, resume_path: str | N
 
 
 def train_group(configs: list, split: Split, num_classes: int, resume_paths: list | None = None,
-                descs: list | None = None, on_finish=None) -> list:
+                descs: list | None = None, on_finish=None, on_epoch=None) -> list:
     """Train the runs of configs (alike but for MEMBER_KEYS) at once on split; returns each
     run's record: status ("completed" or "diverged"), history, timing (per epoch: seconds
     of training, evaluation and checkpointing, and training images/s of the whole group),
     test_acc, best_val_acc, and its trained AlexNet state_dict under "model".
     on_finish(i, record) is called as soon as run i has finished (a diverged run leaves the
-    group at the end of that epoch). Runs resumed from different epochs train in turn."""
+    group at the end of that epoch). on_epoch(i, history, timing) is called with run i's history
+    when it starts or resumes and after each of its epochs. Runs resumed from different epochs
+    train in turn."""
     shared = [{k: v for k, v in c.items() if k not in MEMBER_KEYS} for c in configs]
     assert all(same_config(s, shared[0]) for s in shared), "runs of one group may differ only in MEMBER_KEYS"
     descs = descs or [f"run {i}" for i in range(len(configs))]
@@ -418,10 +420,12 @@ def train_group(configs: list, split: Split, num_classes: int, resume_paths: lis
     members = [Member(c, d, r, i) for i, (c, d, r) in enumerate(zip(configs, descs, resume_paths))]
     for m in members:
         m.load_resume()
+        if on_epoch:
+            on_epoch(m.index, m.history, m.timing)
     # grouped by the epoch each resumes from before any trains: a run that diverges stays at its epoch
     cohorts = [[m for m in members if m.epoch == epoch] for epoch in sorted({m.epoch for m in members})]
     for cohort in cohorts:
-        train_together(cohort, split, num_classes, on_finish)
+        train_together(cohort, split, num_classes, on_finish, on_epoch)
     return [m.outcome for m in members]
 
 
@@ -466,7 +470,7 @@ class ActiveGroup:
         self._prepare()
 
 
-def train_together(members: list, split: Split, num_classes: int, on_finish=None) -> None:
+def train_together(members: list, split: Split, num_classes: int, on_finish=None, on_epoch=None) -> None:
     """Train members, all resumed at (or starting from) the same epoch, as one fused group up to
     their last epoch: each epoch trains, lets the diverged runs leave, validates, notes, and
     saves resume files when due. Each member finishes (Member.finish) as it diverges or completes."""
@@ -496,6 +500,8 @@ def train_together(members: list, split: Split, num_classes: int, on_finish=None
         note_timing(active.members, dict(train_seconds=train_seconds,
                                          images_per_s=len(active.members) * images / train_seconds,
                                          eval_seconds=eval_seconds, checkpoint_seconds=time.perf_counter() - tick))
+        for m in active.members if on_epoch else ():
+            on_epoch(m.index, m.history, m.timing)
     finish_completed(active, started, on_finish)
 
 

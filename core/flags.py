@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from core import storage
+from core import tensorboard
 from core.optimizers import OPTIMIZERS
 
 QUICK = dict(image_size=67, train_size=1000, val_size=250, test_size=1000, epochs=5)
@@ -237,6 +238,9 @@ def add_output_flags(p, defaults: dict, options: Options) -> None:
                         "not ask for (left by an earlier sweep stopped with other --values or seeds), so that "
                         "the report and --from-results count the sweep finished; only while no other process "
                         "sweeps this experiment on this --out (default: off)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write each run's curves and hyperparameters for TensorBoard into <out>/runs/<experiment>/, "
+                        "live, epoch by epoch (needs the tensorboard package; default: off)")
     p.add_argument("--quick", action="store_true",
                    help="small preset for a whole sweep in minutes on 2 CPU cores: "
                         + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
@@ -281,6 +285,8 @@ def check_flags(parser, args, sweep: list, base: dict, world: int) -> None:
     for name, params in sweep:
         if params.get("optimizer", base["optimizer"]) not in OPTIMIZERS:
             parser.error(f"argument --values: unknown optimizer in {name!r}")
+    if args.tensorboard and tensorboard.missing():
+        parser.error(f"argument --tensorboard: {tensorboard.missing()}")  # before any data loads
     largest, last = 2**31 - 1, base["seed"] + args.seeds - 1  # as --seed allows
     if last > largest:
         parser.error(f"argument --seeds: seeds {base['seed']} to {last} go past {largest}, the largest seed; "

@@ -91,6 +91,10 @@ RUN_BY = {
     "report.py": [REP + "test_report_sections_tables_plots_and_verdicts"],
     "report.py --out /shared/alexnet": [REP + "test_report_sections_tables_plots_and_verdicts"],
     "plotting.py": ["tests/test_plotting.py::test_main_redraws_from_results_files"],
+    "plotting.py --tensorboard": ["tests/test_tensorboard.py::test_from_results_writes_the_same_runs_and_nothing_twice"],
+    "main_activation.py --dataset fashion-mnist --quick --tensorboard --out /tmp/tbq":
+        ["tests/test_tensorboard.py::test_each_fused_member_is_its_own_run_equal_to_its_record",
+         E2E + "test_script_end_to_end", "tests/test_cli.py::test_quick_preset_and_explicit_flags_win"],
     "plotting.py --out runs learning_rate": ["tests/test_plotting.py::test_main_redraws_a_real_sweep"],
     "plotting.py weight_regularization --out /shared/alexnet": ["tests/test_plotting.py::test_main_redraws_a_real_sweep"],
     "evaluate.py models/activation/elu.pt": [EVAL + "test_evaluate_reproduces_the_recorded_accuracy_with_class_names"],
