@@ -206,6 +206,18 @@ def _error_bars(ax, x, means, stds, counts, **style) -> None:
                     fmt="none", capsize=4, **style)
 
 
+def _seed_dots(ax, values: list) -> None:
+    """Each seed's own value, a dot beside its setting's bar, where a setting has several: with 3
+    seeds a mean and std hide whether one seed lies far from the other two."""
+    xs, ys = [], []
+    for i, seeds in enumerate(values):
+        if len(seeds) > 1:
+            xs += list(i + np.linspace(-0.15, 0.15, len(seeds)))
+            ys += seeds
+    if xs:
+        ax.scatter(xs, ys, s=12, color="black", alpha=0.7, zorder=3, label="each seed")
+
+
 def _no_run_notes(ax, xs) -> None:
     """"no completed run", upright at the foot of the axes, at each x of a setting that has none."""
     for x in xs:
@@ -222,6 +234,7 @@ def _test_figure(plt, results: dict, names: list, finals: dict):
     done = [i for i, c in enumerate(counts) if c]
     ax.bar(done, test[done, 0], color="tab:blue", alpha=0.8)
     _error_bars(ax, range(len(names)), test[:, 0], test[:, 1], counts, ecolor="black")
+    _seed_dots(ax, [[100 * r["test_acc"] for r in finals[n]] for n in names])
     top = np.nanmax(np.append(test[:, 0] + test[:, 1], _chance(ax, num_classes(results))))
     ax.set_ylim(0, 1.15 * top if top < 87 else 100)
     _no_run_notes(ax, [i for i, c in enumerate(counts) if not c])

@@ -164,6 +164,15 @@ def test_test_accuracy_bars_in_percent_without_empty_error_bars(tmp_path, figure
         assert height == pytest.approx(expected_mean([r for r in results["runs"] if r["params"] == {"lr": lr}],
                                                      "test_acc"))
     assert errorbar_xs(ax) == ({0, 1} if seeds > 1 else set())  # only where a setting has several seeds
+    dots = [c for c in ax.collections if c.get_label() == "each seed"]  # each seed's own value beside its bar
+    if seeds > 1:
+        (dots,) = dots
+        shown = sorted((round(float(x)), round(float(y), 9)) for x, y in dots.get_offsets())
+        expected = sorted((i, round(100 * r["test_acc"], 9)) for i, (lr, _) in enumerate(SETTINGS[:2])
+                          for r in results["runs"] if r["params"] == {"lr": lr})
+        assert shown == expected
+    else:
+        assert dots == []
     assert "%" in ax.get_ylabel()
     (chance,) = chance_lines(ax)
     assert list(chance.get_ydata()) == [10.0, 10.0]
