@@ -50,3 +50,47 @@ def test_the_example_command_runs_the_whole_study_and_stops_at_nothing(tmp_path)
     assert all(f"results/{e}.json" in report or e in report for e in EXPERIMENTS)
     kept = sorted(p.name for p in (out / "models").rglob("*.pt"))
     assert kept and all(name.endswith(".best.pt") for name in kept)  # --save best: each run's best epoch only
+
+
+def committed_results() -> dict:
+    """{experiment: its results file} of what docs/example/ holds."""
+    return {e: json.load(open(os.path.join(EXAMPLE, "results", f"{e}.json"))) for e in EXPERIMENTS}
+
+
+def test_the_committed_study_is_the_whole_study_at_the_scale_run_sh_states():
+    """Every experiment finished, every setting with seeds 0, 1, 2, every run at run.sh's scale."""
+    scale = scale_of_script()
+    for experiment, results in committed_results().items():
+        assert results["progress"]["pending"] == [], experiment
+        seeds = {}
+        for run in results["runs"]:
+            config = run["config"]
+            assert config["dataset"] == scale["--dataset"] and config["save"] == scale["--save"]
+            assert (config["image_size"], config["epochs"]) == (int(scale["--image-size"]), int(scale["--epochs"]))
+            assert (config["train_size"], config["val_size"], config["test_size"]) == \
+                (int(scale["--train-size"]), int(scale["--val-size"]), int(scale["--test-size"]))
+            assert run["status"] in ("completed", "diverged"), (experiment, run["name"])
+            seeds.setdefault(run["name"], set()).add(run["seed"])
+        assert all(s == set(range(int(scale["--seeds"]))) for s in seeds.values()), experiment
+    activation = committed_results()["activation"]
+    assert all(r["tune"]["grid"] == ["x0.3", "x1", "x3"] for r in activation["runs"])
+
+
+def test_the_committed_report_is_what_report_py_writes_from_the_committed_results(tmp_path):
+    import report
+    shutil.copytree(os.path.join(EXAMPLE, "results"), tmp_path / "results")
+    shutil.copytree(os.path.join(EXAMPLE, "images"), tmp_path / "images")
+    os.remove(tmp_path / "results" / "REPORT.md")
+    assert report.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results" / "REPORT.md").read_text() == open(os.path.join(EXAMPLE, "results", "REPORT.md")).read()
+    shown = re.findall(r"\]\((\.\./images/[^)]+)\)", (tmp_path / "results" / "REPORT.md").read_text())
+    assert shown and all(os.path.exists(os.path.join(EXAMPLE, "results", path)) for path in shown)
+
+
+def test_docs_example_md_quotes_only_figures_of_the_report():
+    """Every accuracy or difference docs/example.md gives to two decimals is one the report states."""
+    report = open(os.path.join(EXAMPLE, "results", "REPORT.md")).read()
+    text = open(os.path.join(ROOT, "docs", "example.md")).read()
+    quoted = set(re.findall(r"(?<![\d.])-?\d+\.\d\d(?![\d])", text))
+    assert quoted, "docs/example.md quotes no figure of the report"
+    assert sorted(q for q in quoted if q not in report) == []
