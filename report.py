@@ -63,8 +63,13 @@ def compare(rows: dict, a: str, b: str) -> str:
     paired = ra["vs_best"] if rb.get("is_best") else rb["vs_best"] if ra.get("is_best") else None
     if paired and paired["ci95"] is not None and paired["p_value"] is not None:
         half = 100 * (paired["ci95"][1] - paired["ci95"][0]) / 2
+        # said in words: with 3 seeds most intervals are wide, and a reader of the numbers alone
+        # takes any lead for a finding
+        apart = " The interval excludes 0." if paired["ci95"][0] > 0 or paired["ci95"][1] < 0 else \
+            " The interval includes 0: these seeds do not tell the two apart."
         return (f"{a} {lead} {b} by {abs(diff):.2f} ± {half:.2f} test-accuracy points "
-                f"(95% interval of the paired difference), p = {paired['p_value']:.3g}, n = {paired['n']}.")
+                f"(95% interval of the paired difference), p = {paired['p_value']:.3g}, n = {paired['n']}."
+                + apart)
     n = min(ra["n"], rb["n"])
     return (f"{a} {lead} {b} by {abs(diff):.2f} test-accuracy points from n = {n} seed(s) each, "
             f"too few to tell that from seed-to-seed noise (rerun with --seeds 3 or more).")

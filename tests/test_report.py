@@ -53,8 +53,10 @@ def expected_comparison(best, other):
     half = math.tan(math.pi * 0.475) * se  # t_{0.975, 1}
     p = 1 - 2 / math.pi * math.atan(abs(mean / se))
     diff = (sum(b[1] for b in best) - sum(o[1] for o in other)) / 2
+    apart = " The interval excludes 0." if abs(mean) > half else \
+        " The interval includes 0: these seeds do not tell the two apart."
     return (f"by {100 * diff:.2f} ± {100 * half:.2f} test-accuracy points "
-            f"(95% interval of the paired difference), p = {p:.3g}, n = 2."), mean
+            f"(95% interval of the paired difference), p = {p:.3g}, n = 2.{apart}"), mean
 
 
 def section(text, title):
@@ -313,3 +315,16 @@ def test_report_refuses_an_unreadable_results_file_in_one_sentence(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "activation.json" in err and len(err.strip().splitlines()) == 1
     assert not (results / "REPORT.md").exists()
+
+
+@pytest.mark.parametrize("ci, words", [((0.004, 0.03), "The interval excludes 0."),
+                                       ((-0.03, -0.004), "The interval excludes 0."),
+                                       ((-0.01, 0.05), "The interval includes 0: these seeds do not tell the two apart."),
+                                       ((0.0, 0.05), "The interval includes 0: these seeds do not tell the two apart.")])
+def test_the_verdict_says_in_words_whether_the_seeds_tell_two_settings_apart(ci, words):
+    """The paired difference's interval, against 0, in words after the numbers."""
+    best = {"test_acc_mean": 0.75, "n": 3, "is_best": True, "vs_best": None}
+    other = {"test_acc_mean": 0.73, "n": 3, "vs_best": {"ci95": ci, "p_value": 0.2, "n": 3}}
+    sentence = report.compare({"a": best, "b": other}, "a", "b")
+    assert sentence.startswith("a leads b by 2.00 ± ")
+    assert sentence.endswith("p = 0.2, n = 3. " + words)
