@@ -250,7 +250,10 @@ def log_start(ctx: Context, dataset, split, indices: tuple, done: list) -> None:
 def trained_on(ctx: Context) -> dict:
     """Where and how this process trains, as each record keeps it."""
     args = ctx.args
-    return {"host": socket.gethostname(), "pid": os.getpid(), "rank": ctx.rank, "world_size": ctx.world,
+    # threads: on a CPU their number changes the arithmetic of a step (bf16 and fp32 alike), so two
+    # trainings of one config and seed agree bit for bit only with as many threads
+    return {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+            "rank": ctx.rank, "world_size": ctx.world,
             "strategy": args.strategy if ctx.world > 1 else None, "device": str(ctx.device),
             "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
 

@@ -182,3 +182,19 @@ def test_free_space_between_the_least_and_the_most_a_sweep_writes_warns_and_trai
     warning = next(line for line in err.splitlines() if line.startswith("warning:"))
     assert "may run out of space" in warning and disk.size(needs["high"]) in warning
     assert "--no-disk-check" not in err  # not the refusal
+
+
+def test_a_record_names_the_cpu_threads_it_trained_with(mnist_dir, tmp_path):
+    """The worked study trained one config and seed on 1 and on 2 threads: bit for bit alike at
+    equal counts, not across them; the record must say which it was."""
+    import torch
+    from conftest import load_results, run_script, tiny_argv
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        code, _, err = run_script("main_learning_rate", ["--values", "1e-4", *tiny_argv(mnist_dir, tmp_path)])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, err
+    (run,) = load_results(tmp_path, "learning_rate")["runs"]
+    assert run["trained_on"]["threads"] == 1
