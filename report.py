@@ -217,6 +217,13 @@ def settings_table(rows: dict, best, tied: list) -> list:
     return lines + [""]
 
 
+def told_apart(row: dict) -> bool:
+    """Whether a setting's paired difference from the best setting has an interval excluding 0;
+    without one (a single seed, or no paired seeds) nothing is told apart."""
+    ci = (row.get("vs_best") or {}).get("ci95")
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
 def verdict(experiment: str, rows: dict, best_info, tied: list) -> str:
     """A section's verdict: the best setting against the runner-up (the consolidated model against
     the baseline), with its uncertainty."""
@@ -304,7 +311,8 @@ def finding(declared, results: dict, best, rows: dict) -> str:
         if best and published in rows and published != best:
             ours += "; " + compare(rows, best, published)
         agree = "-" if not best or published is None else "yes" if best == published else \
-            "not swept" if published not in rows else "no"
+            "not swept" if published not in rows else "no" if told_apart(rows[published]) else \
+            "no (not told apart)"
     if prog["pending"]:
         ours = f"{pending_text(prog)}; so far " + ours
         agree = "-"
@@ -333,8 +341,9 @@ def build_report(out: str) -> str:
     lines += ["## The study's findings beside these runs", "",
               "| ablation | published finding | this run | agrees |", "|---|---|---|---|", *findings, "",
               "A finding 'agrees' when this run's best setting is the one the study declared best "
-              "(for the consolidated model: when it beats the baseline). Agreement from one seed, or "
-              "within the intervals above, is not evidence either way.", ""]
+              "(for the consolidated model: when it beats the baseline); 'no (not told apart)' where the "
+              "study's pick lost, but its paired interval against the best includes 0. Agreement from "
+              "one seed, or within the intervals above, is not evidence either way.", ""]
     return "\n".join(lines)
 
 

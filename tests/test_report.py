@@ -147,7 +147,8 @@ def test_report_disagrees_when_relu_wins(mnist_dir, tmp_path, monkeypatch):
     assert "**Verdict.** Best by validation accuracy: relu. relu leads leakyrelu " + sentence in text
     findings = section(text, "The study's findings beside these runs")
     row = next(line for line in findings.splitlines() if line.startswith("| activation "))
-    assert row == f"| activation | LeakyReLU is best | best: relu; relu leads leakyrelu {sentence} | no |"
+    agree = "no" if sentence.endswith("The interval excludes 0.") else "no (not told apart)"
+    assert row == f"| activation | LeakyReLU is best | best: relu; relu leads leakyrelu {sentence} | {agree} |"
     assert "| learning_rate |" not in findings
 
 
@@ -328,3 +329,16 @@ def test_the_verdict_says_in_words_whether_the_seeds_tell_two_settings_apart(ci,
     sentence = report.compare({"a": best, "b": other}, "a", "b")
     assert sentence.startswith("a leads b by 2.00 ± ")
     assert sentence.endswith("p = 0.2, n = 3. " + words)
+
+
+@pytest.mark.parametrize("ci, agree", [((-0.03, -0.004), "no"), ((-0.03, 0.01), "no (not told apart)")])
+def test_a_lost_finding_says_whether_the_seeds_tell_it_apart(tmp_path, ci, agree):
+    """The findings table: the study's pick lost to another setting; 'no' only where the paired
+    interval of their difference excludes 0."""
+    declared = next(a for a in report.study() if a.name == "dropout")
+    rows = {"p0": {"test_acc_mean": 0.75, "best_val_acc_mean": 0.75, "n": 3, "is_best": True, "vs_best": None},
+            "p0.25": {"test_acc_mean": 0.74, "best_val_acc_mean": 0.74, "n": 3,
+                      "vs_best": {"ci95": ci, "p_value": 0.3, "n": 3}}}
+    results = {"experiment": "dropout", "runs": [], "progress": {"pending": []}}
+    row = report.finding(declared, results, "p0", rows)
+    assert row.endswith(f"| {agree} |")
