@@ -478,6 +478,12 @@ MECHANICAL_EQUIVALENT = {
     # not a behaviour: how a figure is styled, where no doc promises it (docs/tests.md: mechanical mutants)
     "plotting.py:013ba53d:int+1:0": "the test plot's legend in 9-point type instead of 8: cosmetic; what the docs "
                                     "promise of it (beside the bars, never over them) holds at either size",
+    "plotting.py:b78b8f6c:int+1:1": "the seed dots' zorder 3 -> 4: both draw the dots over the bars (zorder 1) and "
+                                    "their error bars (2); what the docs promise, each seed's value beside its bar, "
+                                    "holds at either",
+    "core/tensorboard.py:5cca1a15:int+1:0": "HPARAMS's 'epochs': 0 -> 1: HPARAMS only declares each column's type for "
+                                            "the HParams table (write_end keeps the experiment summary of that call "
+                                            "and drops its values); each run's own epochs are written from its config",
 }
 
 MUTANTS_DIR = os.path.join(ROOT, ".mutants")
