@@ -110,13 +110,12 @@ def write_run(folder: str, experiment: str, record: dict, chosen_lr: float | Non
 
 
 def chosen_rates(results: dict) -> dict:
-    """{setting: its chosen learning rate} of a tuned sweep (--tune-lr), as results["tuning"]
-    says or, where results were read without it, as core.stats chooses it; {} for another sweep."""
+    """{setting: its chosen learning rate} of a tuned sweep (--tune-lr), as core.stats chooses it
+    (and results["tuning"] states it); {} for another sweep."""
     from core import stats
     if not stats.is_tuned(results):
         return {}
-    tuning = results.get("tuning") or stats.tuning(results)
-    return {setting: t["chosen_lr"] for setting, t in tuning.items()}
+    return {setting: t["chosen_lr"] for setting, t in stats.tuning(results).items()}
 
 
 def write_results(out: str, results: dict, only: set | None = None) -> list:

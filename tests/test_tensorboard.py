@@ -268,11 +268,12 @@ print(json.dumps(codes))
     assert not loaded.exists() and not (out / "results").exists() and not (out / "runs").exists()
 
 
-def test_training_without_the_flag_never_imports_tensorboard(mnist_dir, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--tune-lr", "x1", "x10"]])  # a tuned sweep's end writes tuned runs anew
+def test_training_without_the_flag_never_imports_tensorboard(mnist_dir, tmp_path, extra):
     out = tmp_path / "out"
     proc = child(f"""import json
 import main_dropout
-code = main_dropout.main({one_batch(["--values", "0", *tiny_argv(mnist_dir, out)])!r})
+code = main_dropout.main({one_batch(["--values", "0", *tiny_argv(mnist_dir, out), *extra])!r})
 print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] == "tensorboard"
                                 or m.startswith("torch.utils.tensorboard"))]))
 """, tmp_path)
