@@ -110,6 +110,12 @@ def expected_hparams(record, experiment=EXPERIMENT) -> dict:
             "status": record["status"]}
 
 
+def open_writers() -> list:
+    """The SummaryWriters still open in this process: each holds a writer thread while open."""
+    import threading
+    return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"]
+
+
 def runs_dir(out, experiment=EXPERIMENT):
     return out / "runs" / experiment
 
@@ -147,8 +153,7 @@ def test_a_tuned_sweep_shows_each_setting_s_chosen_rate(mnist_dir, tmp_path):
     for record in results["runs"]:
         _, hparams, _, _ = read_run(runs_dir(out) / f"{record['name']}_seed0")
         assert hparams == {**expected_hparams(record), "chosen_lr": chosen}
-    import threading  # every live writer closed at the sweep's end: each holds a writer thread while open
-    assert [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"] == []
+    assert open_writers() == []  # every live writer closed at the sweep's end
 
 
 def pause_command(tmp_path, tag, step, argv):
@@ -351,7 +356,6 @@ def test_runs_finished_before_the_flag_are_written_when_a_sweep_with_it_starts(m
     """A sweep trained without --tensorboard, then the same command with it: nothing to train,
     yet each run it asks for shows, from its record; and no writer is left open afterwards."""
     pytest.importorskip("tensorboard")
-    import threading
     out = tmp_path / "out"
     argv = one_batch(["--values", "0", "0.5", *tiny_argv(mnist_dir, out)])
     assert run_script("main_dropout", argv)[0] == 0
@@ -362,5 +366,4 @@ def test_runs_finished_before_the_flag_are_written_when_a_sweep_with_it_starts(m
         scalars, hparams, _, _ = read_run(runs_dir(out) / f"{record['name']}_seed0")
         assert [value for _, value in scalars["loss/train"]] == pytest.approx(record["history"]["loss"])
         assert hparams == expected_hparams(record)
-    # every SummaryWriter closed: each holds a writer thread while open
-    assert [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"] == []
+    assert open_writers() == []
