@@ -90,15 +90,15 @@ def missing_checkpoint(path: str) -> str:
 def prepare(path: str, device_name: str | None, precision: str | None) -> tuple:
     """(model on the device, checkpoint, device, precision): the run's own precision unless
     one is given, so that the accuracy matches the recorded one."""
-    import train
+    from core.device import resolve_precision, usable_device
     model, ckpt = load_model(path)
     try:
-        device = train.usable_device(device_name or "auto")
+        device = usable_device(device_name or "auto")
     except ValueError as err:
         raise InputError(f"argument --device: {err}") from None
     if precision is None:
         precision = own_precision(ckpt["config"].get("precision", "auto"), device)
-    return model.to(device), ckpt, device, train.resolve_precision(precision, device)
+    return model.to(device), ckpt, device, resolve_precision(precision, device)
 
 
 def own_precision(recorded: str, device) -> str:
@@ -107,8 +107,8 @@ def own_precision(recorded: str, device) -> str:
     on a T4 or V100, where bf16 is only emulated, or an fp16 run on a CPU, would be many times
     slower for a difference in accuracy of a few images at most."""
     import torch
-    import train
-    auto = train.resolve_precision("auto", device)
+    from core.device import resolve_precision
+    auto = resolve_precision("auto", device)
     native = {"fp32", auto}
     if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 0):
         native.add("fp16")

@@ -92,10 +92,10 @@ def commit() -> str | None:
 
 def device_facts(device_name: str) -> dict:
     import torch
-    import train
-    device = train.resolve_device(device_name)
+    from core.device import resolve_device, resolve_precision
+    device = resolve_device(device_name)
     facts = {"device": str(device), "torch": torch.__version__,
-             "precision_auto": train.resolve_precision("auto", device)}
+             "precision_auto": resolve_precision("auto", device)}
     if device.type == "cuda":
         facts.update(name=torch.cuda.get_device_name(device),
                      capability=".".join(map(str, torch.cuda.get_device_capability(device))),
@@ -305,8 +305,8 @@ def compile_step(steps: Steps, facts: dict) -> None:
 def parse_args(argv):
     """The flags, with --device, --out and the data checked: each check here would otherwise
     fail only after minutes of measuring. Exits 2 with one sentence on a bad flag."""
+    from core import device as devices
     from core import storage
-    import train
     from core.flags import OneLineParser
     p = OneLineParser(prog="gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist",
@@ -317,7 +317,7 @@ def parse_args(argv):
     p.add_argument("--tiny", action="store_true", help="67 px, a few images and steps: the whole check in seconds")
     args = p.parse_args(argv)
     try:
-        train.usable_device(args.device, touch=False)
+        devices.usable_device(args.device, touch=False)
     except ValueError as err:
         p.error(f"argument --device: {err}")
     try:

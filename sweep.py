@@ -1,24 +1,19 @@
 """What every main_<ablation>.py shares: the command line, the sweep over its
 settings, results files, checkpoints, plots and the final table.
 
-A script gives its experiment name, its swept values as strings, a function
-turning one value into (run name, config changes), and the settings in which
-it differs from train.DEFAULTS (regime, epochs). Everything else is here, as
-stages run in order: plan (core.plan), check (the flags, the device, the disk:
-core.disk), choose K (core.fuse_k), then for each group of runs claim, train
-(halving the group on out of memory) and record, and finish (results file,
-plots, table).
+A script declares its ablation (core.ablation.Ablation: its name, its swept
+values and how each becomes a run, the settings it holds fixed) and calls
+main(). Everything else is here, as stages run in order: plan (core.plan), check (the flags, the device, the disk:
+core.disk), choose K (core.fuse_k), then for each group of runs claim (core.claims),
+train (halving the group on out of memory) and record (core.recording), and finish
+(results file, plots, table: core.summary). What the stages read is in core.context.
 """
-import argparse
 import functools
 import gc
 import os
 import signal
-import socket
 import uuid
-from dataclasses import dataclass
 
-import torch
 import torch.distributed as dist
 
 import data
@@ -29,58 +24,24 @@ from core import checkpoints
 from core import logs
 from core import storage
 from core import tensorboard
+from core.claims import claim_runs, drop_pending, latest_records, start_afresh
+from core.context import Context, Training, trained_on
 from core.device import out_of_memory, out_of_memory_message, release_memory, resolved, training_device, tune_backends
 from core.distributed import wait_for_ranks
 from core.disk import check_disk, disk_needs, resume_epochs
 from core.flags import Options, add_parallel_flags, build_parser, check_flags, check_out, resolve_config, settings_of
 from core.flags import parse_number  # noqa: F401 (the scripts' sweep.parse_number)
 from core.fuse_k import choose_fuse
-from core.recording import record_run, remove_left_behind
+from core.recording import record_run
 from core.plan import Job, assign, make_groups, my_shard, plan, repeated_run, split_finished, tuned_sweep
-from core.results import (ResultsError, add_to_plan, finished, forget_pending, listed, read_results, record_path,
-                          results_path, run_key, sweeping_path, write_results)
-from core.results import fmt  # noqa: F401 (the scripts' sweep.fmt)
-from core.summary import show_results
+from core.results import ResultsError, add_to_plan, listed, run_key, sweeping_path, write_results
+from core.summary import log_start, show_results
 from train import DEFAULTS, KERNELS, PRECISIONS, SAVE_CHOICES, TRAIN_ACC_MODES
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 OPTIONS = Options(defaults=DEFAULTS, datasets=data.DATASETS, regimes=data.REGIMES, precisions=PRECISIONS,
                   kernels=KERNELS, saves=SAVE_CHOICES, train_acc_modes=TRAIN_ACC_MODES,
                   smallest_image=MIN_IMAGE_SIZE, root=ROOT)
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the stages of one sweep read, fixed before the first of them runs."""
-    experiment: str
-    args: argparse.Namespace
-    base: dict            # the settings every run starts from, its device and precision resolved
-    device: torch.device
-    order: list           # the settings' names, in the order results list them
-    everything: list      # the plan: every (setting, seed) run, every shard's
-    tunes: dict | None    # --tune-lr: {run name: its tuning info}
-    models_dir: str
-    rank: int
-    world: int
-
-    @property
-    def ddp(self) -> bool:
-        return self.world > 1 and self.args.strategy == "ddp"
-
-    @property
-    def lead(self) -> bool:
-        """Whether this process writes its runs' files (under --strategy ddp, rank 0 alone)."""
-        return self.rank == 0 or not self.ddp
-
-
-@dataclass(frozen=True)
-class Training:
-    """What the training stages read besides the Context: the data, and how a record names
-    where and how its run was trained."""
-    dataset: data.Dataset
-    split: train.Split
-    trained_on: dict
-    board: tensorboard.Board | None = None  # --tensorboard: the runs this process writes (ddp: rank 0's)
 
 
 # ---------------------------------------------------------------------------
@@ -180,11 +141,6 @@ def run_sweep(experiment: str, sweep: list, base: dict, args, device, everything
         return _sweep(ctx, jobs, pending, done, epochs, dataset, indices, present)
 
 
-def latest_records(out: str, experiment: str) -> dict:
-    """{(name, seed): the run's record} of every run recorded on --out."""
-    return {(r["name"], r["seed"]): r for r in read_results(out, experiment)["runs"]}
-
-
 def _sweep(ctx: Context, jobs: list, pending: list, done: list, epochs: dict, dataset, indices, present) -> int:
     """Choose K, then train and record this process's share of pending group by group; finish
     once every process has recorded its runs."""
@@ -230,34 +186,6 @@ def _sweep(ctx: Context, jobs: list, pending: list, done: list, epochs: dict, da
     return finish(ctx, jobs, failed, present)
 
 
-def log_start(ctx: Context, dataset, split, indices: tuple, done: list) -> None:
-    """What the sweep trains, on what, how; then each of its runs already finished."""
-    args, base = ctx.args, ctx.base
-    how = (f", {ctx.world} processes, " + ("each run data-parallel over all" if ctx.ddp else "runs spread over them")
-           if ctx.world > 1 else "") + (f", shard {args.shard[0]}/{args.shard[1]}" if args.shard else "")
-    settings = (f"{len(ctx.order) // len(args.tune_lr)} settings x {len(args.tune_lr)} learning rates (--tune-lr)"
-                if ctx.tunes else f"{len(ctx.order)} settings")
-    logs.info(f"{ctx.experiment}: {settings} x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
-              f"{len(indices[0])} train / {len(indices[1])} val / {len(split.test.indices)} test images at "
-              f"{base['image_size']} px, {base['epochs']} epochs, {ctx.device}, {base['precision']}{how}")
-    for job, old in done:  # named where it is: the merged file may be missing (a full disk when it was written)
-        where = record_path(args.out, ctx.experiment, job.name, job.config["seed"])
-        logs.info(f"{job.desc}: already {old['status']} in "
-                  f"{where if os.path.exists(where) else results_path(args.out, ctx.experiment)}; skipping "
-                  f"(--fresh retrains it)")
-
-
-def trained_on(ctx: Context) -> dict:
-    """Where and how this process trains, as each record keeps it."""
-    args = ctx.args
-    # threads: on a CPU their number changes the arithmetic of a step (bf16 and fp32 alike), so two
-    # trainings of one config and seed agree bit for bit only with as many threads
-    return {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
-            "rank": ctx.rank, "world_size": ctx.world,
-            "strategy": args.strategy if ctx.world > 1 else None, "device": str(ctx.device),
-            "shard": f"{args.shard[0]}/{args.shard[1]}" if args.shard else None}
-
-
 # ---------------------------------------------------------------------------
 # A group of runs: claim, train (halving on out of memory), record
 
@@ -276,46 +204,6 @@ def train_jobs(ctx: Context, training: Training, jobs: list) -> list:
     finally:
         for held in claims:
             held.release()
-
-
-def claim_runs(ctx: Context, jobs: list, claims: list) -> list:
-    """The jobs to train here: those whose claim the lead process takes (appending it to claims)
-    and that no other process finished meanwhile; under ddp every rank takes rank 0's choice."""
-    take = []
-    if ctx.lead:
-        latest = {} if ctx.args.fresh else latest_records(ctx.args.out, ctx.experiment)
-        take = [take_run(ctx, job, latest, claims) for job in jobs]
-    if ctx.ddp:  # every rank trains what rank 0 decided
-        shared = [take]
-        dist.broadcast_object_list(shared, src=0)
-        take = shared[0]
-    return [job for job, taken in zip(jobs, take) if taken]
-
-
-def take_run(ctx: Context, job: Job, latest: dict, claims: list) -> bool:
-    """Whether this process trains job: it holds the run's claim, and the run is not finished."""
-    claim = storage.Claim(os.path.join(ctx.models_dir, f".{job.stem}.lock"))
-    if not claim.acquire():
-        logs.info(f"{job.desc}: being trained by another process on this --out; skipped here")
-        return False
-    claims.append(claim)
-    remove_left_behind(ctx.experiment, ctx.args.out, ctx.models_dir, job.name, job.config["seed"], job.stem,
-                       job.desc)
-    if finished(latest.get((job.name, job.config["seed"])), job.config):
-        logs.info(f"{job.desc}: finished meanwhile by another process; skipping")
-        return False
-    return True
-
-
-def start_afresh(ctx: Context, jobs: list) -> None:
-    """With --fresh, jobs' resume files go before any rank looks for them."""
-    if ctx.args.fresh and ctx.lead:
-        for job in jobs:
-            path = checkpoints.resume_path(ctx.models_dir, job.stem)
-            if os.path.exists(path):
-                os.remove(path)
-    if ctx.ddp:
-        dist.barrier()  # no rank may look for a resume file before it is gone
 
 
 def train_part(ctx: Context, training: Training, part: list, statuses: dict) -> None:
@@ -428,17 +316,3 @@ def finish(ctx: Context, jobs: list, failed: list, present) -> int:
         logs.problem(f"failed runs: {', '.join(failed)}")
         return 1
     return 1 if forget_refused else 0
-
-
-def drop_pending(ctx: Context, asked: set, present) -> bool:
-    """--forget-pending: drop from the plan the pending runs not in asked, unless another process
-    sweeps this experiment on this --out; returns whether they were dropped."""
-    with present.alone() as alone:  # no other sweep of it under way, and none starts meanwhile
-        dropped = forget_pending(ctx.args.out, ctx.experiment, asked) if alone else []
-    if not alone:
-        logs.problem(f"--forget-pending: another process is sweeping {ctx.experiment} on this --out, and the pending "
-                     "runs may be its own; nothing dropped from the plan: run this command again once it ends")
-    else:
-        logs.info(f"--forget-pending: dropped {len(dropped)} pending run(s) that this command does not ask for "
-                  f"from the plan of {ctx.experiment}" + (f": {', '.join(dropped)}" if dropped else ""))
-    return alone

@@ -28,12 +28,10 @@ from core import kernels
 from core import logs
 from core.throughput import images_per_s, train_steps
 from core.device import release_memory
-# the device policy lives in core.device; evaluate.py and gpu_check.py still ask train for these
-from core.device import resolve_device, resolve_precision, unavailable_device, usable_device  # noqa: F401
 from alexnet import AlexNet, loaded
 from data import DeviceLoader
 from core.fused import FusedAlexNet, fuse_inputs
-from core.optimizers import OPTIMIZERS, make_optimizer  # noqa: F401 (train.OPTIMIZERS: the scripts' name for it)
+from core.optimizers import make_optimizer
 from core.results import same_config
 
 DEFAULTS = dict(

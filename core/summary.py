@@ -1,9 +1,28 @@
-"""The closing lines of a sweep: the table of its runs, --tune-lr's table of rates, the best
-setting (and whether it lies at the edge of the range), and where its files are."""
+"""What a sweep says: its opening lines (what it trains, on what, how, and which runs are
+already finished), and its closing lines (the table of its runs, --tune-lr's table of rates,
+the best setting and whether it lies at the edge of the range, and where its files are)."""
 import os
 
 from core import logs
-from core.results import fmt, results_path, table
+from core.context import Context
+from core.results import fmt, record_path, results_path, table
+
+
+def log_start(ctx: Context, dataset, split, indices: tuple, done: list) -> None:
+    """What the sweep trains, on what, how; then each of its runs already finished."""
+    args, base = ctx.args, ctx.base
+    how = (f", {ctx.world} processes, " + ("each run data-parallel over all" if ctx.ddp else "runs spread over them")
+           if ctx.world > 1 else "") + (f", shard {args.shard[0]}/{args.shard[1]}" if args.shard else "")
+    settings = (f"{len(ctx.order) // len(args.tune_lr)} settings x {len(args.tune_lr)} learning rates (--tune-lr)"
+                if ctx.tunes else f"{len(ctx.order)} settings")
+    logs.info(f"{ctx.experiment}: {settings} x {args.seeds} seed(s) on {dataset.name} from {dataset.source}: "
+              f"{len(indices[0])} train / {len(indices[1])} val / {len(split.test.indices)} test images at "
+              f"{base['image_size']} px, {base['epochs']} epochs, {ctx.device}, {base['precision']}{how}")
+    for job, old in done:  # named where it is: the merged file may be missing (a full disk when it was written)
+        where = record_path(args.out, ctx.experiment, job.name, job.config["seed"])
+        logs.info(f"{job.desc}: already {old['status']} in "
+                  f"{where if os.path.exists(where) else results_path(args.out, ctx.experiment)}; skipping "
+                  f"(--fresh retrains it)")
 
 
 def show_results(results: dict, wanted: set, shard, out: str, experiment: str, models_dir: str) -> None:

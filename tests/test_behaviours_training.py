@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from core import device as devices
 from core import checkpoints
 import data
 import plotting
@@ -55,10 +56,10 @@ def test_auto_precision_reads_the_capability_of_the_device_passed(monkeypatch):
         return capabilities[0 if index is None else index]
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
-    assert train.resolve_precision("auto", torch.device("cuda:1")) == "bf16"
-    assert train.resolve_precision("auto", torch.device("cuda", 1)) == "bf16"
-    assert train.resolve_precision("auto", torch.device("cuda:0")) == "fp16"
-    assert train.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert devices.resolve_precision("auto", torch.device("cuda:1")) == "bf16"
+    assert devices.resolve_precision("auto", torch.device("cuda", 1)) == "bf16"
+    assert devices.resolve_precision("auto", torch.device("cuda:0")) == "fp16"
+    assert devices.resolve_precision("auto", torch.device("cuda")) == "fp16"
 
 
 # 2. Each fused fp16 member keeps its own loss scale through a member leaving and a resume

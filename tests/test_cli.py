@@ -7,6 +7,7 @@ import pytest
 import sweep
 import train
 from core import flags
+from core.results import fmt
 from conftest import EXPERIMENTS
 
 SCRIPTS = {name: importlib.import_module(f"main_{name}") for name in EXPERIMENTS}
@@ -208,5 +209,5 @@ def test_out_defaults_to_the_repository_root(captured_sweep):
 
 
 def test_fmt():
-    assert sweep.fmt(1e-05) == "1e-05" and sweep.fmt(0.25) == "0.25" and sweep.fmt("adam") == "adam"
-    assert sweep.fmt(1e-4) == "0.0001"
+    assert fmt(1e-05) == "1e-05" and fmt(0.25) == "0.25" and fmt("adam") == "adam"
+    assert fmt(1e-4) == "0.0001"

@@ -93,8 +93,8 @@ def fake_steps(bench_rate, out_of_memory_output="", out_of_memory_groups=(8, 8))
 
 def fake_gpus(monkeypatch, memory_gib=16.0, gpus=2):
     import gpu_check
-    import train
-    monkeypatch.setattr(train, "usable_device", lambda name, touch=True: None)
+    from core import device
+    monkeypatch.setattr(device, "usable_device", lambda name, touch=True: None)
     monkeypatch.setattr(gpu_check, "device_facts", lambda name: {
         "device": "cuda:0", "torch": torch.__version__, "precision_auto": "fp16", "name": "a fake T4",
         "memory_gib": memory_gib, "gpus": gpus})

@@ -49,8 +49,8 @@ def test_auto_precision_reads_the_cuda_capability(monkeypatch):
     a T4 through emulation)."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert train.resolve_precision("auto", torch.device("cuda")) == "fp16"
-    assert train.resolve_precision("bf16", torch.device("cuda")) == "bf16"
+    assert core.device.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert core.device.resolve_precision("bf16", torch.device("cuda")) == "bf16"
 
 
 # -- both kernel forms --------------------------------------------------------------------

@@ -293,11 +293,11 @@ def test_gpu_check_checks_its_device_without_a_tensor_on_it(tmp_path, monkeypatc
     check puts no tensor on a GPU (a CUDA context holds hundreds of MB for as long as it lives)."""
     import torch
     import gpu_check
-    import train
+    from core import device as devices
     real, touched = torch.empty, []
-    monkeypatch.setattr(train.torch, "empty", lambda *a, device=None, **k: touched.append(str(device)) or
+    monkeypatch.setattr(devices.torch, "empty", lambda *a, device=None, **k: touched.append(str(device)) or
                         real(*a, device=device, **k))
     with pytest.raises(ValueError, match="'cuda:999' is not available here"):
-        train.usable_device("cuda:999", touch=False)
+        devices.usable_device("cuda:999", touch=False)
     refused_by(gpu_check.main, ["--device", "cuda:999", "--out", str(tmp_path)], capsys)
     assert not [device for device in touched if device.startswith(("cuda", "mps"))] and no_steps == []

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from core import device as devices
+from core.optimizers import OPTIMIZERS
 from core import checkpoints
 import train
 from alexnet import AlexNet
@@ -50,19 +52,19 @@ def test_weight_penalty_gradient_reaches_only_its_own_run():
 # Optimizers
 
 def test_study_optimizers_and_learning_rates():
-    assert train.OPTIMIZERS["sgd"][:2] == (torch.optim.SGD, 0.1)
-    assert train.OPTIMIZERS["adagrad"][:2] == (torch.optim.Adagrad, 0.01)
-    assert train.OPTIMIZERS["adam"][:2] == (torch.optim.Adam, 1e-4)
-    assert train.OPTIMIZERS["sgd-momentum"][2] == {"momentum": 0.9}
+    assert OPTIMIZERS["sgd"][:2] == (torch.optim.SGD, 0.1)
+    assert OPTIMIZERS["adagrad"][:2] == (torch.optim.Adagrad, 0.01)
+    assert OPTIMIZERS["adam"][:2] == (torch.optim.Adam, 1e-4)
+    assert OPTIMIZERS["sgd-momentum"][2] == {"momentum": 0.9}
 
 
-@pytest.mark.parametrize("name", sorted(train.OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_every_optimizer_takes_a_step_that_changes_the_weights(name):
     torch.manual_seed(0)
     layer = nn.Linear(4, 3)
     before = [p.detach().clone() for p in layer.parameters()]
     opt = train.make_optimizer(name, layer.parameters(), 0.05)
-    cls, _, extra = train.OPTIMIZERS[name]
+    cls, _, extra = OPTIMIZERS[name]
     assert isinstance(opt, cls)
     assert opt.param_groups[0]["lr"] == 0.05
     for key, value in extra.items():
@@ -81,11 +83,11 @@ def test_defaults_are_the_studys_baseline():
 
 
 def test_resolve_device_and_precision():
-    assert train.resolve_device("cpu") == torch.device("cpu")
-    assert train.resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    assert train.resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert devices.resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
     if not torch.cuda.is_available():
-        assert train.resolve_device("auto").type in ("cpu", "mps")
+        assert devices.resolve_device("auto").type in ("cpu", "mps")
 
 
 def test_atomic_save_and_load_checkpoint(tmp_path):
