@@ -84,21 +84,23 @@ def run_all(src: Path, folder: Path, label: str) -> dict:
     return done
 
 
-def differences(a, b, path: str, found: list) -> int:
-    """Append (key path, before, after) for each leaf where a and b differ; return leaves compared."""
+def differences(a, b, path: str, found: list, new: tuple = ()) -> int:
+    """Append (key path, before, after) for each leaf where a and b differ; return leaves compared.
+    A key whose path ends with one of new (a field the after side adds on purpose, e.g.
+    "trained_on/threads") is no difference where only the after side has it."""
     if isinstance(a, dict) and isinstance(b, dict):
         count = 0
         for key in sorted(set(a) | set(b), key=str):
-            if key in IGNORED_KEYS:
+            if key in IGNORED_KEYS or (key not in a and f"{path}/{key}".endswith(tuple(f"/{n}" for n in new))):
                 continue
             if key not in a or key not in b:
                 found.append((f"{path}/{key}", short(a.get(key, "<missing>")), short(b.get(key, "<missing>"))))
                 count += 1
             else:
-                count += differences(a[key], b[key], f"{path}/{key}", found)
+                count += differences(a[key], b[key], f"{path}/{key}", found, new)
         return count
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
-        return sum(differences(x, y, f"{path}/{i}", found) for i, (x, y) in enumerate(zip(a, b))) or 1
+        return sum(differences(x, y, f"{path}/{i}", found, new) for i, (x, y) in enumerate(zip(a, b))) or 1
     if torch.is_tensor(a) and torch.is_tensor(b):
         if a.dtype != b.dtype or a.shape != b.shape:
             found.append((path, f"{a.dtype} {tuple(a.shape)} tensor", f"{b.dtype} {tuple(b.shape)} tensor"))
@@ -131,7 +133,7 @@ def load(path: Path):
     return None
 
 
-def compare_files(before: Path, after: Path, name: str) -> int:
+def compare_files(before: Path, after: Path, name: str, new: tuple = ()) -> int:
     """Print the differences between two output folders; return how many problems were found."""
     files_before = {p.relative_to(before) for p in before.rglob("*") if p.is_file()}
     files_after = {p.relative_to(after) for p in after.rglob("*") if p.is_file()}
@@ -144,7 +146,7 @@ def compare_files(before: Path, after: Path, name: str) -> int:
     for rel in sorted(files_before & files_after):
         found = []
         try:
-            leaves = differences(load(before / rel), load(after / rel), "", found)
+            leaves = differences(load(before / rel), load(after / rel), "", found, new)
         except (ValueError, RuntimeError, EOFError, OSError, csv.Error, pickle.UnpicklingError) as exc:
             found, leaves = [("", "a file to read", f"{type(exc).__name__}: {exc}")], 1  # damaged: report it
         if found:
@@ -167,7 +169,7 @@ def print_file_differences(label: str, found: list, leaves: int) -> None:
         print(f"    ... and {len(found) - SHOWN} more")
 
 
-def compare_runs(before: dict, after: dict) -> int:
+def compare_runs(before: dict, after: dict, new: tuple = ()) -> int:
     """Compare each command's exit code, stdout and files; return how many problems were found."""
     problems = 0
     for name in COMMANDS:
@@ -182,7 +184,7 @@ def compare_runs(before: dict, after: dict) -> int:
             print(f"DIFF {name}: stdout differs ({len(lines) - 2} diff lines), first:")
             print("\n".join("    " + line for line in lines[2:2 + 2 * SHOWN]))
             problems += 1
-        problems += compare_files(out_b, out_a, name)
+        problems += compare_files(out_b, out_a, name, new)
     return problems
 
 
@@ -191,6 +193,9 @@ def main(argv=None) -> int:
     p.add_argument("before", help="a revision, e.g. a commit id")
     p.add_argument("after", nargs="?", help="a revision (default: the working tree, as it is)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folders and print where they are")
+    p.add_argument("--new", nargs="+", default=[], metavar="KEY",
+                   help="fields the after side adds on purpose, as key paths (trained_on/threads): allowed where "
+                        "only the after side has them, still compared where both have them")
     args = p.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="compare_outputs."))
     try:
@@ -202,7 +207,7 @@ def main(argv=None) -> int:
             print(f"{name}: {script} {' '.join(flags)} --out DIR")
         before = run_all(src_before, folder / "before", f"before ({args.before})")
         after = run_all(src_after, folder / "after", f"after ({args.after or 'the working tree'})")
-        problems = compare_runs(before, after)
+        problems = compare_runs(before, after, tuple(args.new))
     finally:
         if args.keep:
             print(f"kept: {folder}")

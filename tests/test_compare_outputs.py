@@ -85,3 +85,26 @@ def test_a_revision_that_is_no_commit_is_refused_in_one_sentence():
     with pytest.raises(SystemExit) as exc:
         compare_outputs.main(["no-such-revision"])
     assert str(exc.value.code).startswith("compare_outputs: 'no-such-revision' is not a commit of ")
+
+
+def test_a_field_declared_new_is_allowed_only_where_the_after_side_alone_has_it(tmp_path):
+    """--new trained_on/threads: a field added on purpose is no difference where only the after
+    side has it; where both have it, or only the before side, or it is not declared, it is one."""
+    before = {"runs": [{"trained_on": {"device": "cpu"}, "lr": 1}]}
+    after = {"runs": [{"trained_on": {"device": "cpu", "threads": 2}, "lr": 1}]}
+    new = ("trained_on/threads",)
+    found = []
+    compare_outputs.differences(before, after, "", found, new)
+    assert found == []
+    compare_outputs.differences(before, after, "", found)  # not declared
+    assert found == [("/runs/0/trained_on/threads", "'<missing>'", "2")]
+    found = []
+    compare_outputs.differences(after, before, "", found, new)  # only before has it: a field lost
+    assert found == [("/runs/0/trained_on/threads", "2", "'<missing>'")]
+    found = []
+    changed = {"runs": [{"trained_on": {"device": "cpu", "threads": 1}, "lr": 1}]}
+    compare_outputs.differences(changed, after, "", found, new)  # both have it: compared
+    assert found == [("/runs/0/trained_on/threads", "1", "2")]
+    found = []
+    compare_outputs.differences({"threads": 1}, {"threads": 1, "x": {"threads": 2}}, "", found, new)
+    assert found == [("/x", "'<missing>'", "{'threads': 2}")]  # only a key under trained_on/ is declared
