@@ -470,6 +470,10 @@ def caught(name: str, before: bool = False) -> bool:
 
 # mechanical mutants no test can tell from the right code: id (as the report prints it): the reason
 MECHANICAL_EQUIVALENT = {
+    "core/optimizers.py:33cb9510:int+1:0": "the fused-kernel trial step on a 2-element parameter instead of 1: "
+                                           "whether torch has a fused kernel for an optimizer on a device does not "
+                                           "depend on the parameter's size, and the trial's result is only that "
+                                           "yes or no (the trial tensor is thrown away)",
     "core/stats.py:c1b280b3:int+1:0": "round(mean, 9) -> round(mean, 10) in the choice of a tuned rate: the rounding "
                                  "only makes means that differ by float error (about 1e-16) tie; two means of "
                                  "accuracies (counts / N) that really differ do so by at least 1 / (N x seeds), "

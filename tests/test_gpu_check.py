@@ -172,3 +172,34 @@ def test_the_paper_scale_sweep_trains_fewer_epochs_on_a_slow_gpu(monkeypatch, tm
     assert paper[paper.index("--epochs") + 1] == str(epochs)
     steps = json.loads((tmp_path / "results" / "gpu_check.json").read_text())["steps"]
     assert steps["sweep"]["epochs"] == epochs and steps["sweep"]["limit_s"] > 0
+
+
+@pytest.mark.parametrize("statuses, problem", [(["completed"] * 3, None), (["completed", "failed", "completed"],
+                                                                          "not every run completed"),
+                                               (["completed"] * 2, "not every run completed")])
+def test_the_spread_step_passes_only_where_all_three_runs_completed(monkeypatch, tmp_path, statuses, problem):
+    """Step 5 (torchrun spreading 3 runs over 2 GPUs) records each GPU's training seconds and the
+    wait between them, and passes only where all 3 runs completed: a failed or missing run is the
+    problem it reports, not a pass."""
+    import gpu_check
+    fake_gpus(monkeypatch)
+    fake_run, _ = fake_steps(bench_rate=3000.0, out_of_memory_output="going on as 8 + 8")
+
+    def run(command, timeout):
+        if "torch.distributed.run" not in command:
+            return fake_run(command, timeout)
+        out = command[command.index("--out") + 1]
+        os.makedirs(os.path.join(out, "results"))
+        runs = [{"status": status, "trained_on": {"device": f"cuda:{i % 2}"}, "train_seconds": 10.0 + i}
+                for i, status in enumerate(statuses)]
+        with open(os.path.join(out, "results", "learning_rate.json"), "w") as f:
+            json.dump({"runs": runs}, f)
+        return 0, 1.0, ""
+    monkeypatch.setattr(gpu_check, "run", run)
+    write_mnist_like(tmp_path / "fmnist", n_train=40, n_test=10)
+    gpu_check.main(["--device", "cuda", "--data-dir", str(tmp_path / "fmnist"), "--out", str(tmp_path)])
+    spread = json.loads((tmp_path / "results" / "gpu_check.json").read_text())["steps"]["spread"]
+    assert spread["exit"] == 0 and spread.get("problem") == problem
+    by_device = {"cuda:0": 10.0 + 12.0, "cuda:1": 11.0} if len(statuses) == 3 else {"cuda:0": 10.0, "cuda:1": 11.0}
+    assert spread["train_seconds_by_device"] == by_device
+    assert spread["waited_s"] == round(max(by_device.values()) - min(by_device.values()), 1)

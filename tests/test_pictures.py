@@ -267,3 +267,52 @@ def test_confusion_matrix_in_percent_with_title_clear_of_the_colour_bar(tmp_path
     experiment, run_name = title.split(" / ")
     words = " ".join(ax.get_title().split())  # the title may wrap
     assert words.startswith(f"{plotting.titles()[experiment]} / {run_name} test accuracy ")
+
+
+@pytest.mark.parametrize("values, few", [((100.0, 5000.0), True), ((0.01, 100.0), False), ((0.5, 2.0), None)])
+def test_log_ticks_label_the_minor_ticks_only_where_the_data_span_under_three_decades(values, few):
+    """Under a decade: plain evenly spaced numbers, no minor ticks; one to three decades: the
+    decades and 2 and 5 in each labelled; more: the decades alone labelled. Said of the data's
+    span (hi / lo), wherever it lies on the axis: 100 to 5000 spans under two decades."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    try:
+        ax.set_yscale("log")
+        ax.plot([1, 2], values)
+        plotting._log_ticks(ax, np.asarray(values))
+        draw(fig)
+        shown = sorted(v for v, _ in labelled_ticks(ax.yaxis))
+        decades = [v for v in shown if np.isclose(np.log10(v), round(np.log10(v)))]
+        if few is None:
+            assert len(shown) >= 3 and len(decades) < len(shown)
+            assert not list(ax.yaxis.get_minorticklocs())
+        elif few:
+            assert any(np.isclose(v / 10 ** np.floor(np.log10(v)), 2) for v in shown), shown  # 200, 2000
+            assert any(np.isclose(v / 10 ** np.floor(np.log10(v)), 5) for v in shown), shown  # 500
+        else:
+            assert shown == decades and len(decades) >= 4, shown  # 0.01 ... 100, nothing between
+    finally:
+        plt.close(fig)
+
+
+def test_the_seeds_band_runs_from_the_mean_less_one_std_to_the_mean_plus_one(tmp_path, figures):
+    """Each curve of several seeds is drawn with a band of its std over seeds either side of its
+    mean, epoch by epoch."""
+    results = lr_sweep(5, 3)
+    for r in results["runs"]:  # seeds that differ by more than a constant, so the std changes by epoch
+        r["history"]["val_acc"] = [v * (1 + 0.1 * r["seed"] * i) for i, v in enumerate(r["history"]["val_acc"])]
+    plotting.plot_experiment(results, str(tmp_path))
+    ax = figures["learning_rate_val_acc.png"].axes[0]
+    bands = [c for c in ax.collections if type(c).__name__ in ("PolyCollection", "FillBetweenPolyCollection")]
+    assert len(bands) == len(SETTINGS)  # the diverged lr 0.01 has one seed: no band
+    for (lr, _), band in zip(SETTINGS, bands):
+        curves = np.array([r["history"]["val_acc"] for r in results["runs"] if r["params"] == {"lr": lr}])
+        mean, std = 100 * curves.mean(axis=0), 100 * curves.std(axis=0)
+        assert std[-1] > std[1] > 0
+        points = np.concatenate([path.vertices for path in band.get_paths()])
+        for epoch in range(1, 6):
+            ys = points[np.isclose(points[:, 0], epoch), 1]
+            assert ys.min() == pytest.approx(mean[epoch - 1] - std[epoch - 1])
+            assert ys.max() == pytest.approx(mean[epoch - 1] + std[epoch - 1])
