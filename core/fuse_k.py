@@ -38,10 +38,8 @@ def free_memory(device) -> int:
 
 def fuse_candidates(runs: int, bound: int) -> list:
     """1, 2, 4, ... up to the number of runs and the memory bound."""
-    limit, ks = max(1, min(runs, bound, MAX_AUTO_FUSE)), [1]
-    while ks[-1] * 2 <= limit:
-        ks.append(ks[-1] * 2)
-    return ks
+    limit = max(1, min(runs, bound, MAX_AUTO_FUSE))
+    return [2 ** i for i in range(limit.bit_length())]  # the powers of two up to limit
 
 
 def measure_fuse(candidates: list, measure) -> dict:

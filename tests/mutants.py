@@ -470,6 +470,11 @@ def caught(name: str, before: bool = False) -> bool:
 
 # mechanical mutants no test can tell from the right code: id (as the report prints it): the reason
 MECHANICAL_EQUIVALENT = {
+    "train.py:38b491a0:int+1:0": "(922a8e1's sample; the line is core/device.py's keep_freed_memory now) mallopt's "
+                                 "M_TRIM_THRESHOLD (-1) -> M_TOP_PAD (-2) set to 2 GB: either way a freed block "
+                                 "under 2 GB stays in the process for the next step, which is what the docs "
+                                 "promise; they part only where one free leaves over 2 GB at the heap's top (the "
+                                 "threshold then gives it back, the pad keeps 2 GB), beyond the suite's memory",
     "core/optimizers.py:33cb9510:int+1:0": "the fused-kernel trial step on a 2-element parameter instead of 1: "
                                            "whether torch has a fused kernel for an optimizer on a device does not "
                                            "depend on the parameter's size, and the trial's result is only that "

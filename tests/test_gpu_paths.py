@@ -261,6 +261,9 @@ def test_pick_fuse_takes_the_fastest_k_by_a_clear_margin():
     assert fuse_k.pick_fuse({1: 100.0, 2: 90.0, 4: 80.0}) == 1  # fusion slower: one run at a time
     assert fuse_k.pick_fuse({1: 100.0, 2: 150.0, 4: None}) == 2  # 4 ran out of memory
     assert fuse_k.fuse_candidates(5, 16) == [1, 2, 4] and fuse_k.fuse_candidates(15, 3) == [1, 2]
+    assert fuse_k.fuse_candidates(1, 16) == [1] and fuse_k.fuse_candidates(0, 16) == [1]
+    assert fuse_k.fuse_candidates(64, 64)[-1] == min(64, fuse_k.MAX_AUTO_FUSE)
+    assert fuse_k.fuse_candidates(8, 16) == [1, 2, 4, 8] and fuse_k.fuse_candidates(9, 7) == [1, 2, 4]
 
 
 def test_the_search_stops_at_the_first_k_out_of_memory():

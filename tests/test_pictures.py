@@ -316,3 +316,31 @@ def test_the_seeds_band_runs_from_the_mean_less_one_std_to_the_mean_plus_one(tmp
             ys = points[np.isclose(points[:, 0], epoch), 1]
             assert ys.min() == pytest.approx(mean[epoch - 1] - std[epoch - 1])
             assert ys.max() == pytest.approx(mean[epoch - 1] + std[epoch - 1])
+
+
+@pytest.mark.parametrize("wrong", [0, 5])
+def test_the_mistakes_picture_shows_the_most_confident_mistakes_or_says_there_are_none(tmp_path, figures, wrong):
+    """evaluate.py's mistakes picture: the test images predicted wrong, most confident first, each
+    titled with its true and predicted class; where there is none, one panel that says so."""
+    import types
+    import torch
+    n = 8
+    labels = torch.arange(n) % 3
+    logits = torch.full((n, 3), -4.0)
+    logits[torch.arange(n), labels] = 4.0  # all right...
+    for i in range(wrong):  # ...but the first `wrong`, each predicted (label + 1) % 3, less sure the later it is
+        logits[i] = -4.0
+        logits[i, (labels[i] + 1) % 3] = 4.0 - 0.5 * i
+    images = torch.rand(n, 1, 5, 5)
+    split = types.SimpleNamespace(test=types.SimpleNamespace(images=images, indices=torch.arange(n)))
+    names = ["zero", "one", "two"]
+    evaluate.plot_mistakes(logits, labels, split, names, "t", str(tmp_path / "m.png"))
+    (fig,) = figures.values()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    if wrong:
+        assert titles == [f"true {names[labels[i]]}\npredicted {names[(labels[i] + 1) % 3]} "
+                          f"({100 * logits[i].softmax(0).max():.0f}%)" for i in range(wrong)]
+        assert "no wrong predictions" not in texts and len([ax for ax in fig.axes if ax.images]) == wrong
+    else:
+        assert titles == [] and texts == ["no wrong predictions"]
