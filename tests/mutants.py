@@ -950,6 +950,17 @@ def _write_json(path: str, value) -> None:
     os.replace(path + ".tmp", path)
 
 
+def unmount_under(folder: str) -> None:
+    """Unmount every file system mounted under folder (lazily: it may still be busy)."""
+    try:
+        with open("/proc/mounts") as f:
+            points = [line.split()[1].encode().decode("unicode_escape") for line in f]
+    except OSError:  # not Linux: nothing mounts there
+        return
+    for point in sorted((p for p in points if p.startswith(folder.rstrip("/") + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
 def run_mutant(snapshot: str, mutant: dict, new_text: str, tests: list, timeout: float) -> dict:
     """caught (a test failed: exit 1), survived (exit 0), timeout, or error (any other exit)."""
     started = time.monotonic()
@@ -975,6 +986,7 @@ def run_mutant(snapshot: str, mutant: dict, new_text: str, tests: list, timeout:
                 proc.wait()
                 code = None
         output = open(log, errors="replace").read()
+        unmount_under(dest)  # a test killed inside its small tmpfs (the full-disk tests) leaves it mounted
     if code == 2 and not spread and re.search(r"stopping after \d+ failures", output) \
             and re.search(r"\b[1-9]\d* (failed|errors?)\b", "\n".join(output.strip().splitlines()[-3:])):
         code = 1  # xdist with -x ends a session where a test failed (or its fixture) as interrupted: exit 2

@@ -127,3 +127,18 @@ def test_the_command_draws_a_sample_and_runs_nothing_with_list():
     first = listing("--all", "--sample", "3", "--list")
     assert "seed " in first and "; 3 drawn" in first and first.count("\n[") == 3
     assert "candidate mutants on" in listing("--since", "HEAD", "--sample", "60", "--list")
+
+
+def test_a_file_system_left_mounted_by_a_killed_test_is_unmounted(tmp_path):
+    """A mutant's tests killed at the timeout inside a full-disk test leave its small tmpfs
+    mounted in the mutant's folder, which could then not be removed: unmount_under unmounts
+    every mount under the folder, nested ones first, and nothing outside it."""
+    from test_nothing_lost import tmpfs
+    outside = tmp_path / "outside"
+    with tmpfs(tmp_path / "mutant" / "a" / "small", size="1m") as small, tmpfs(outside, size="1m"):
+        with tmpfs(small / "nested", size="1m"):
+            (small / "nested" / "f").write_text("x")
+            mutants.unmount_under(str(tmp_path / "mutant"))
+            mounted = {line.split()[1] for line in open("/proc/mounts")}
+            assert str(small) not in mounted and str(small / "nested") not in mounted
+            assert str(outside) in mounted
