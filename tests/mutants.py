@@ -470,6 +470,15 @@ def caught(name: str, before: bool = False) -> bool:
 
 # mechanical mutants no test can tell from the right code: id (as the report prints it): the reason
 MECHANICAL_EQUIVALENT = {
+    "sweep.py:4d3e2996:not-dropped:0": "gc.freeze() when nothing is frozen yet -> only when something is: what the "
+                                       "garbage collector walks, not what a sweep computes, writes or prints (the "
+                                       "freeze keeps the imports' objects out of later collections, for speed; "
+                                       "speed is bench.py's to measure, not a test's)",
+    "plotting.py:b867db21:int+1:0": "(922a8e1's sample) the curves' markers 4 -> 5 points: cosmetic; what the docs "
+                                    "promise (a marker on each epoch up to 20 epochs) holds at either size",
+    "plotting.py:b12aeeb0:int+1:0": "(922a8e1's sample) a legend drawn where the axes have labelled handles "
+                                    "(get_legend_handles_labels()[0]) -> labels ([1]): the two lists are always "
+                                    "of one length, so both are empty or neither",
     "train.py:38b491a0:int+1:0": "(922a8e1's sample; the line is core/device.py's keep_freed_memory now) mallopt's "
                                  "M_TRIM_THRESHOLD (-1) -> M_TOP_PAD (-2) set to 2 GB: either way a freed block "
                                  "under 2 GB stays in the process for the next step, which is what the docs "

@@ -87,6 +87,29 @@ def test_settings_whose_validation_means_print_alike_are_called_tied(tmp_path, g
     assert ("tied on validation with p0.25" in row) == tied, row
 
 
+def test_the_consolidated_models_are_described_from_their_params_where_records_have_no_config(tmp_path):
+    """A record's config is optional (results files made by hand, as here): the report then
+    describes each consolidated model from its params (mutant: 'config and params', which
+    described nothing and ended the report with a TypeError)."""
+    import report
+    runs = []
+    for name, dropout, val in (("baseline", 0.0, 0.6), ("consolidated", 0.25, 0.7)):
+        for seed in (0, 1):
+            run = valid_run()
+            del run["config"]
+            run.update(name=name, seed=seed, best_val_acc=val, test_acc=val - 0.1 + 0.01 * seed,
+                       params={"optimizer": "adam", "lr": 1e-4, "l1": 0.0, "l2": 0.0, "activation": "relu",
+                               "dropout": dropout})
+            runs.append(run)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "consolidated.json").write_text(json.dumps({"experiment": "consolidated",
+                                                                      "runs": runs}))
+    assert report.main(["--out", str(tmp_path)]) == 0
+    text = (tmp_path / "results" / "REPORT.md").read_text()
+    assert ("Models as trained: baseline: Adam lr 0.0001, relu, dropout 0, no weight penalty; consolidated: "
+            "Adam lr 0.0001, relu, dropout 0.25, no weight penalty.") in text
+
+
 def test_the_isolation_plot_draws_each_interval_the_results_give(tuned_sweep, figures):
     """A tuned sweep's isolation plot: each setting's error bar, after tuning, spans exactly the
     95% interval over seeds that the results file gives for it (mutant: the bar's lower half
@@ -104,6 +127,24 @@ def test_the_isolation_plot_draws_each_interval_the_results_give(tuned_sweep, fi
     expected = {(round(100 * rows[n][f"{key}_ci95"][0], 6), round(100 * rows[n][f"{key}_ci95"][1], 6))
                 for n in rows for key in ("best_val_acc", "test_acc")}
     assert spans == expected and len(expected) == 4, (spans, expected)
+
+
+def test_every_accuracy_plot_of_a_tuned_sweep_draws_chance(tuned_sweep, figures):
+    """Each plot in accuracy (the curves, the test bars, the isolation plot after tuning) draws
+    the dashed chance line at 100 / classes percent; the loss plot does not."""
+    import plotting
+    res = load_results(tuned_sweep["out"], "activation")
+    plotting.plot_experiment(res, str(tuned_sweep["out"] / "images"))
+    classes = plotting.num_classes(res)
+    assert set(figures) >= {"activation_loss.png", "activation_val_acc.png", "activation_test_acc.png",
+                            "activation_isolation.png"}
+    for name, fig in figures.items():
+        chance = [line for line in fig.axes[0].lines if line.get_label().startswith("chance")]
+        if name.endswith("_loss.png"):
+            assert chance == [], name
+        else:
+            assert len(chance) == 1 and list(chance[0].get_ydata()) == [100 / classes] * 2, name
+            assert chance[0].get_linestyle() == "--", name
 
 
 def save_both_run(folder, best_epoch, epochs=3):

@@ -159,6 +159,37 @@ sys.exit(main_learning_rate.main(sys.argv[1:]))
     assert sorted(r["trained_on"]["rank"] for r in runs) == [0, 1]
 
 
+def test_a_run_failing_on_another_rank_fails_the_spread_job(mnist_dir, tmp_path):
+    """--strategy spread: a run that fails on rank 1 is recorded as failed, the other rank's run
+    completes, and the job's exit code says a run failed (rank 1 exits 1, so torchrun does),
+    as one process's would."""
+    wrapper = tmp_path / "fail_on_rank1.py"
+    wrapper.write_text(f'''import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+import sweep  # first, as the scripts load torch (sweep.py: no garbage collection meanwhile)
+import train
+real = train.train_group
+def train_group(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise RuntimeError("a broken device, say")
+    return real(*args, **kwargs)
+train.train_group = train_group
+import main_learning_rate
+sys.exit(main_learning_rate.main(sys.argv[1:]))
+''')
+    argv = ["--values", "1e-4", "1e-3", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
+            "--train-size", "16", "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs", "1",
+            "--precision", "fp32", "--device", "cpu", "--save", "none", "--out", str(tmp_path / "out"),
+            "--strategy", "spread"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=HANG, env=env)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    runs = {r["trained_on"]["rank"]: r for r in load_results(tmp_path / "out", "learning_rate")["runs"]}
+    assert runs[0]["status"] == "completed" and runs[1]["status"] == "failed"
+    assert runs[1]["error"] == "RuntimeError: a broken device, say"
+
+
 @pytest.mark.parametrize("kernels", ["grouped", "split"])
 def test_each_process_of_a_data_parallel_batch_draws_the_single_process_dropout_masks(kernels):
     """--strategy ddp with dropout: rank r holds every world_size-th image of the global batch,

@@ -203,3 +203,16 @@ def test_the_spread_step_passes_only_where_all_three_runs_completed(monkeypatch,
     by_device = {"cuda:0": 10.0 + 12.0, "cuda:1": 11.0} if len(statuses) == 3 else {"cuda:0": 10.0, "cuda:1": 11.0}
     assert spread["train_seconds_by_device"] == by_device
     assert spread["waited_s"] == round(max(by_device.values()) - min(by_device.values()), 1)
+
+
+def test_the_check_first_says_which_device_torch_and_precision_it_measures(monkeypatch, tmp_path, capsys):
+    """Every figure the check prints belongs to one device, torch release and precision rule:
+    its first line names them."""
+    import gpu_check
+    fake_gpus(monkeypatch)
+    fake_run, _ = fake_steps(bench_rate=3000.0, out_of_memory_output="going on as 8 + 8")
+    monkeypatch.setattr(gpu_check, "run", fake_run)
+    write_mnist_like(tmp_path / "fmnist", n_train=40, n_test=10)
+    gpu_check.main(["--device", "cuda", "--data-dir", str(tmp_path / "fmnist"), "--out", str(tmp_path)])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"gpu_check on a fake T4, torch {torch.__version__}, --precision auto = fp16"

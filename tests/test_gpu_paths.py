@@ -393,3 +393,15 @@ def test_evaluate_uses_the_recorded_precision_only_where_the_device_has_it(monke
     assert evaluate.own_precision(recorded, torch.device(device)) == chosen
     said = capsys.readouterr().out
     assert (f"trained in {recorded}" in said and f"evaluating in {chosen}" in said) == (chosen != recorded)
+
+
+def test_free_memory_on_a_gpu_is_that_gpu_s_free_memory(monkeypatch):
+    """--fuse auto bounds K by the free memory of the device it trains on: on CUDA, what
+    torch.cuda.mem_get_info says is free on that device (not its total, not another GPU's)."""
+    asked = []
+
+    def mem_get_info(device=None):
+        asked.append(str(device))
+        return (3 * 2**30, 16 * 2**30) if str(device) == "cuda:1" else (1 * 2**30, 16 * 2**30)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    assert fuse_k.free_memory(torch.device("cuda:1")) == 3 * 2**30 and asked == ["cuda:1"]

@@ -257,6 +257,8 @@ def test_confusion_matrix_in_percent_with_title_clear_of_the_colour_bar(tmp_path
     ax = fig.axes[0]
     (image,) = ax.images
     np.testing.assert_allclose(np.asarray(image.get_array()).sum(axis=1), 100.0)  # each row in % of its class
+    assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "predicted class"  # rows true, columns predicted
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES[:n] == [t.get_text() for t in ax.get_xticklabels()]
     assert image.get_clim() == (0, 100)
     bar = image.colorbar
     assert tuple(bar.ax.get_ylim()) == (0, 100)

@@ -276,3 +276,26 @@ def test_records_hold_the_resolved_device_and_precision(mnist_dir, tmp_path, mon
     assert code == 0, err
     for run in load_results(out, "activation")["runs"]:
         assert run["config"]["device"] == "cpu" and run["config"]["precision"] in ("bf16", "fp32")
+
+
+def test_each_view_of_a_tuned_sweep_takes_each_setting_s_runs_at_its_rate():
+    """stats.at_rates: "chosen" takes each setting's runs at its chosen rate, and a setting with
+    no completed run at all (nothing to choose from) whole, so that it shows as failed rather
+    than vanishing; "own" takes each setting's runs at its own fixed rate, and leaves out a
+    setting whose own rate was not in its grid (it has no run there to show)."""
+    from core import stats
+
+    def run(setting, lr, val, seed, status="completed"):
+        return {"name": f"{setting}_at_lr{lr:g}", "params": {"activation": setting, "lr": lr}, "seed": seed,
+                "status": status, "config": {"lr": lr}, "best_val_acc": val if status == "completed" else None,
+                "test_acc": 0.5 if status == "completed" else None,
+                "tune": {"setting": setting, "own_lr": 1e-4, "params": {"activation": setting}, "grid": []}}
+
+    runs = [run("relu", 1e-4, 0.6, 0), run("relu", 3e-4, 0.7, 0),  # relu: its own rate in the grid
+            run("elu", 3e-5, 0.5, 0), run("elu", 3e-4, 0.8, 0),  # elu: own rate 1e-4 not in its grid
+            run("sigmoid", 3e-5, None, 0, "failed"), run("sigmoid", 3e-4, None, 0, "failed")]  # nothing completed
+    taken = {which: sorted((r["name"], r["run_name"]) for r in stats.at_rates({"runs": runs}, which)["runs"])
+             for which in ("chosen", "own")}
+    assert taken["chosen"] == [("elu", "elu_at_lr0.0003"), ("relu", "relu_at_lr0.0003"),
+                               ("sigmoid", "sigmoid_at_lr0.0003"), ("sigmoid", "sigmoid_at_lr3e-05")]
+    assert taken["own"] == [("relu", "relu_at_lr0.0001")]
