@@ -3,10 +3,11 @@ settings, results files, checkpoints, plots and the final table.
 
 A script declares its ablation (core.ablation.Ablation: its name, its swept
 values and how each becomes a run, the settings it holds fixed) and calls
-main(). Everything else is here, as stages run in order: plan (core.plan), check (the flags, the device, the disk:
-core.disk), choose K (core.fuse_k), then for each group of runs claim (core.claims),
-train (halving the group on out of memory) and record (core.recording), and finish
-(results file, plots, table: core.summary). What the stages read is in core.context.
+main(). Everything else is here, as stages run in order: plan (core.plan),
+check (the flags, the device, the disk: core.disk), choose K (core.fuse_k),
+then for each group of runs claim (core.claims), train (halving the group on
+out of memory) and record (core.recording), and finish (results file, plots,
+table: core.summary). What the stages read is in core.context.
 """
 import functools
 import gc
