@@ -108,3 +108,26 @@ def test_a_field_declared_new_is_allowed_only_where_the_after_side_alone_has_it(
     found = []
     compare_outputs.differences({"threads": 1}, {"threads": 1, "x": {"threads": 2}}, "", found, new)
     assert found == [("/x", "'<missing>'", "{'threads': 2}")]  # only a key under trained_on/ is declared
+
+
+@pytest.mark.parametrize("new, code", [([], 1), (["--new", "trained_on/threads"], 0)])
+def test_the_command_line_s_new_fields_reach_the_comparison(tmp_path, monkeypatch, capsys, new, code):
+    """tests/compare_outputs.py 922a8e1 --new trained_on/threads: the two revisions' commands
+    (stood in for here: the after side's records name their threads, the before side's do not)
+    differ by that field alone, so the command passes with --new and fails without it."""
+    def run_all(src, folder, label):
+        out = folder / "tiny"
+        write_outputs(out)
+        if label.startswith("after"):
+            for path in (out / "results" / "lr" / "lr_seed0.json", out / "results" / "lr.json"):
+                data = json.loads(path.read_text())
+                for record in data.get("runs", [data]):
+                    record["trained_on"]["threads"] = 2
+                path.write_text(json.dumps(data))
+        return {"tiny": (out, 0, "")}
+    monkeypatch.setattr(compare_outputs, "COMMANDS", {"tiny": ["main_learning_rate.py"]})
+    monkeypatch.setattr(compare_outputs, "export", lambda rev, folder: folder)
+    monkeypatch.setattr(compare_outputs, "run_all", run_all)
+    assert compare_outputs.main(["922a8e1", *new]) == code
+    out = capsys.readouterr().out
+    assert ("trained_on/threads" in out) == (code == 1)

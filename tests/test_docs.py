@@ -115,6 +115,8 @@ RUN_BY = {
         ["tests/test_gpu_check.py::test_gpu_check_runs_end_to_end_at_a_tiny_size"],
     "tests/compare_outputs.py 922a8e1 fb39e4b": [COMPARE],
     "tests/compare_outputs.py main": [COMPARE],
+    "tests/compare_outputs.py 922a8e1 --new trained_on/threads":
+        ["tests/test_compare_outputs.py::test_the_command_line_s_new_fields_reach_the_comparison"],
 }
 
 
