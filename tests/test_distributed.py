@@ -101,7 +101,9 @@ def test_torchrun_resumes_a_run_interrupted_in_one_process(sweeps):
                           torch.tensor(reference["history"]["loss"], dtype=torch.float64), rtol=LOSS_RTOL)
 
 
-def test_a_run_failing_on_one_rank_ends_the_job_instead_of_hanging(mnist_dir, tmp_path):
+def run_failing_on_rank1(mnist_dir, tmp_path, message: str, strategy: str, train_size: str):
+    """torchrun with 2 gloo processes of main_learning_rate.py (two rates, one epoch) whose
+    rank 1 raises RuntimeError(message) where it would train; the finished process."""
     wrapper = tmp_path / "fail_on_rank1.py"
     wrapper.write_text(f'''import os, sys
 sys.path.insert(0, {str(ROOT)!r})
@@ -110,18 +112,22 @@ import train
 real = train.train_group
 def train_group(*args, **kwargs):
     if os.environ["RANK"] == "1":
-        raise RuntimeError("out of memory, say")
+        raise RuntimeError({message!r})
     return real(*args, **kwargs)
 train.train_group = train_group
 import main_learning_rate
 sys.exit(main_learning_rate.main(sys.argv[1:]))
 ''')
     argv = ["--values", "1e-4", "1e-3", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
-            "--train-size", "32", "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs", "1",
-            "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"), "--strategy", "ddp"]
+            "--train-size", train_size, "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs",
+            "1", "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"), "--strategy", strategy]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=HANG, env=env)  # a hang would hit the timeout and fail the test
+
+
+def test_a_run_failing_on_one_rank_ends_the_job_instead_of_hanging(mnist_dir, tmp_path):
+    proc = run_failing_on_rank1(mnist_dir, tmp_path, "out of memory, say", "ddp", "32")
     assert proc.returncode != 0
     assert "out of memory, say" in proc.stdout + proc.stderr
 
@@ -163,27 +169,7 @@ def test_a_run_failing_on_another_rank_fails_the_spread_job(mnist_dir, tmp_path)
     """--strategy spread: a run that fails on rank 1 is recorded as failed, the other rank's run
     completes, and the job's exit code says a run failed (rank 1 exits 1, so torchrun does),
     as one process's would."""
-    wrapper = tmp_path / "fail_on_rank1.py"
-    wrapper.write_text(f'''import os, sys
-sys.path.insert(0, {str(ROOT)!r})
-import sweep  # first, as the scripts load torch (sweep.py: no garbage collection meanwhile)
-import train
-real = train.train_group
-def train_group(*args, **kwargs):
-    if os.environ["RANK"] == "1":
-        raise RuntimeError("a broken device, say")
-    return real(*args, **kwargs)
-train.train_group = train_group
-import main_learning_rate
-sys.exit(main_learning_rate.main(sys.argv[1:]))
-''')
-    argv = ["--values", "1e-4", "1e-3", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "67",
-            "--train-size", "16", "--val-size", "16", "--test-size", "16", "--batch-size", "16", "--epochs", "1",
-            "--precision", "fp32", "--device", "cpu", "--save", "none", "--out", str(tmp_path / "out"),
-            "--strategy", "spread"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*TORCHRUN, str(wrapper), *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=HANG, env=env)
+    proc = run_failing_on_rank1(mnist_dir, tmp_path, "a broken device, say", "spread", "16")
     assert proc.returncode != 0, proc.stdout + proc.stderr
     runs = {r["trained_on"]["rank"]: r for r in load_results(tmp_path / "out", "learning_rate")["runs"]}
     assert runs[0]["status"] == "completed" and runs[1]["status"] == "failed"
