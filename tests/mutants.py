@@ -470,6 +470,10 @@ def caught(name: str, before: bool = False) -> bool:
 
 # mechanical mutants no test can tell from the right code: id (as the report prints it): the reason
 MECHANICAL_EQUIVALENT = {
+    "core/claims.py:f7781144#1:return-none:0": "take_run's 'finished meanwhile' return False -> None: its one "
+                                               "caller keeps the jobs whose answer is true (claim_runs' `if "
+                                               "taken`, under ddp after a broadcast of the list), and None is "
+                                               "false as False is",
     "sweep.py:4d3e2996:not-dropped:0": "gc.freeze() when nothing is frozen yet -> only when something is: what the "
                                        "garbage collector walks, not what a sweep computes, writes or prints (the "
                                        "freeze keeps the imports' objects out of later collections, for speed; "
