@@ -17,16 +17,23 @@ K = 3
 B = 2
 # (in channels, out channels, kernel, stride, padding, image size): AlexNet's three kinds, small
 CONV_SHAPES = [(3, 4, 11, 4, 0, 23), (4, 6, 5, 1, 2, 9), (6, 5, 3, 1, 1, 7)]
-LINEAR_SHAPES = [(12, 7), (7, 5)]
+# (in features, out features), multiples of 8: with B = 2, each member's slice of a stacked input,
+# output gradient and weight starts on a 64-byte boundary, as it always does in AlexNet (9216 and
+# 4096 features). A CPU's matmul may round differently on a slice that does not (docs/tests.md):
+# that is the kernel's choice, not a member's arithmetic.
+LINEAR_SHAPES = [(16, 8), (24, 16)]
 
 
 def check(expected: torch.Tensor, got: torch.Tensor, exact: bool, what: str):
     if exact:
         assert torch.equal(got, expected), what
     else:
-        # within 1e-6 of the tensor's largest value: the same float32 products summed in another order
+        # within 1e-5 of the tensor's largest value: the same float32 products summed in another
+        # order differ by a few units in the last place per layer, adding up through the model's
+        # layers (docs/tests.md); a member given another's weights, inputs or gradients differs by
+        # orders of magnitude more
         scale = float(expected.abs().max())
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * scale, msg=what)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale, msg=what)
 
 
 def convs(k: int, shape: tuple) -> list:
@@ -86,6 +93,7 @@ def test_a_fused_linear_layer_is_k_linear_layers(shape, form):
     xs = [torch.randn(B, shape[0], requires_grad=True) for _ in members]
     outs, grads = run_members(members, xs)
     x = torch.stack([x.detach() for x in xs]).requires_grad_()
+    assert all(x[k].data_ptr() % 64 == 0 for k in range(K))  # the shapes' premise, as in AlexNet
     out = layer(x)
     out.backward(torch.stack(grads))
     assert_members(layer, members, xs, outs, x, out, form == "split", lambda t, k: t[k])
