@@ -76,7 +76,7 @@ def _main(experiment, doc, values, make_run, settings, values_help, argv, add_fl
     sweep = settings_of(parser, args, values, make_run, prepare)
     base = resolve_config(args, settings, DEFAULTS)
     tunes = None
-    if getattr(args, "tune_lr", None):
+    if tune_lr and args.tune_lr:  # the flag exists where the rate is not what the sweep varies
         try:
             sweep, tunes = tuned_sweep(sweep, base, args.tune_lr)
         except ValueError as err:
