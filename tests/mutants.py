@@ -497,6 +497,11 @@ MECHANICAL_EQUIVALENT = {
                                  "accuracies (counts / N) that really differ do so by at least 1 / (N x seeds), "
                                  "over 1e-7 for any split and seed count a sweep can have, so 9 and 10 digits "
                                  "tie and part exactly the same means",
+    "bench.py:f28a1406:int+1:0": "(c1c1b28's sample) bench.py's study loop seeded 1 instead of 0 in step mode: "
+                                 "that mode reports images/s only, and a seed sets only initial weights and the "
+                                 "synthetic batches' order, which change no step's work (dense kernels of fixed "
+                                 "shapes, no branch on the values); the job mode, whose accuracies a seed would "
+                                 "change, seeds on its own line",
     # not a behaviour: how a figure is styled, where no doc promises it (docs/tests.md: mechanical mutants)
     "plotting.py:013ba53d:int+1:0": "the test plot's legend in 9-point type instead of 8: cosmetic; what the docs "
                                     "promise of it (beside the bars, never over them) holds at either size",

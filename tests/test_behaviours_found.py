@@ -204,3 +204,48 @@ def test_images_per_second_are_the_images_over_the_seconds_between_the_two_waits
     clock = iter([100.0, 102.5])
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
     assert throughput.images_per_s(lambda steps: 50 * steps, 2, torch.device("cpu")) == 40.0
+
+
+def sweep_context(world: int, strategy: str = "spread", shard=None):
+    """A Context as a sweep of 2 settings builds it, for the stages that only describe it."""
+    import argparse
+    from core.context import Context
+    args = argparse.Namespace(strategy=strategy, shard=shard, seeds=1, tune_lr=None, out="unused")
+    return Context("activation", args, {"image_size": 67, "epochs": 2, "precision": "fp32"}, torch.device("cpu"),
+                   ["relu", "tanh"], [], None, "unused", 0, world)
+
+
+@pytest.mark.parametrize("world, strategy, shard, how", [
+    (1, "spread", None, ""), (2, "spread", None, ", 2 processes, runs spread over them"),
+    (2, "ddp", None, ", 2 processes, each run data-parallel over all"), (1, "spread", (1, 3), ", shard 1/3")])
+def test_the_opening_line_names_processes_only_where_there_are_several(capsys, world, strategy, shard, how):
+    """A sweep's first line says what it trains, on what and how; processes only where torchrun
+    started several (mutant: world > 1 -> >= 1, which said '1 processes' of every plain sweep)."""
+    import types
+    from core.summary import log_start
+    dataset = types.SimpleNamespace(name="fashion-mnist", source="/data")
+    split = types.SimpleNamespace(test=types.SimpleNamespace(indices=range(5)))
+    log_start(sweep_context(world, strategy, shard), dataset, split, (range(8), range(4)), [])
+    assert capsys.readouterr().out.strip() == ("activation: 2 settings x 1 seed(s) on fashion-mnist from /data: 8 "
+                                               "train / 4 val / 5 test images at 67 px, 2 epochs, cpu, fp32" + how)
+
+
+@pytest.mark.parametrize("world, strategy, kept", [(1, "spread", None), (1, "ddp", None), (2, "ddp", "ddp"),
+                                                   (2, "spread", "spread")])
+def test_a_record_names_a_strategy_only_where_several_processes_trained(world, strategy, kept):
+    """trained_on.strategy: how the processes shared the work, or None for a single process,
+    whatever --strategy said (mutant: world > 1 -> >= 1)."""
+    from core.context import trained_on
+    on = trained_on(sweep_context(world, strategy))
+    assert on["strategy"] == kept and on["world_size"] == world and on["device"] == "cpu"
+
+
+def test_the_timing_table_says_which_k_ran_out_of_memory():
+    """--fuse auto's table: each K's training images/s and its ratio to K = 1, or 'out of memory'
+    where its trial did not fit."""
+    from core.fuse_k import timing_table
+    assert timing_table({1: 100.0, 2: 180.0, 4: None}).splitlines() == [
+        "   K  training images/s  vs K = 1",
+        "   1              100.0     1.00x",
+        "   2              180.0     1.80x",
+        "   4  out of memory"]
