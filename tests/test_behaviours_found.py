@@ -249,3 +249,36 @@ def test_the_timing_table_says_which_k_ran_out_of_memory():
         "   1              100.0     1.00x",
         "   2              180.0     1.80x",
         "   4  out of memory"]
+
+
+def test_a_gpu_checked_without_a_tensor_is_told_apart_by_its_index_alone(monkeypatch):
+    """usable_device(touch=False) (gpu_check.py's check) on a machine with 2 CUDA GPUs and no
+    MPS: cuda:1 is fine, cuda:2 is refused with the count, and neither touches a GPU nor asks
+    about MPS (mutant: the MPS check's 'and' -> 'or', which refused every GPU off a Mac)."""
+    from core import device as devices
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(devices.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(devices.torch.backends.mps, "is_available", lambda: False)
+    real, touched = torch.empty, []
+    monkeypatch.setattr(devices.torch, "empty", lambda *a, device=None, **k: touched.append(str(device)) or
+                        real(*a, device=device, **k))
+    assert devices.usable_device("cuda:1", touch=False) == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="there is no CUDA device 2: this machine has 2"):
+        devices.usable_device("cuda:2", touch=False)
+    assert touched == []
+
+
+def test_a_cpu_s_free_memory_is_meminfo_s_available_kib_in_bytes(monkeypatch):
+    """On a CPU, K's memory bound reads MemAvailable (in KiB) from /proc/meminfo, in bytes;
+    where the file cannot be read, the available pages times the page size."""
+    import io
+    from core import fuse_k
+    meminfo = "MemTotal:       8000000 kB\nMemFree:         100 kB\nMemAvailable:    2048 kB\n"
+    monkeypatch.setattr(fuse_k, "open", lambda path, *a, **k: io.StringIO(meminfo), raising=False)
+    assert fuse_k.free_memory(torch.device("cpu")) == 2048 * 1024
+
+    def unreadable(path, *a, **k):
+        raise PermissionError(path)
+    monkeypatch.setattr(fuse_k, "open", unreadable, raising=False)
+    monkeypatch.setattr(fuse_k.os, "sysconf", {"SC_AVPHYS_PAGES": 5, "SC_PAGE_SIZE": 4096}.get)
+    assert fuse_k.free_memory(torch.device("cpu")) == 5 * 4096
