@@ -507,6 +507,11 @@ MECHANICAL_EQUIVALENT = {
                                      "more a file moves the disk estimate by under 1e-5 of the smallest "
                                      "checkpoint; the docs promise the estimate within 10% of what a sweep writes, "
                                      "and the refusal moves only where free space lies within those bytes of it",
+    "train.py:9012f87f:compare:0": "(c1c1b28's sample) a resume file's parts checked with `<` (a proper subset) "
+                                   "for `<=`: the line is reached only after the file's config, epoch and "
+                                   "history were read from it, so its keys always hold more than model, "
+                                   "optimizer, scaler and rng, and the four are a proper subset exactly where "
+                                   "they are a subset",
     # not a behaviour: how a figure is styled, where no doc promises it (docs/tests.md: mechanical mutants)
     "plotting.py:013ba53d:int+1:0": "the test plot's legend in 9-point type instead of 8: cosmetic; what the docs "
                                     "promise of it (beside the bars, never over them) holds at either size",
