@@ -282,3 +282,24 @@ def test_a_cpu_s_free_memory_is_meminfo_s_available_kib_in_bytes(monkeypatch):
     monkeypatch.setattr(fuse_k, "open", unreadable, raising=False)
     monkeypatch.setattr(fuse_k.os, "sysconf", {"SC_AVPHYS_PAGES": 5, "SC_PAGE_SIZE": 4096}.get)
     assert fuse_k.free_memory(torch.device("cpu")) == 5 * 4096
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_ddp_no_rank_goes_on_before_fresh_removed_the_resume_files(tmp_path, monkeypatch, rank):
+    """--fresh --strategy ddp: rank 0 removes the group's resume files, and every rank waits at a
+    barrier that rank 0 reaches only once they are gone, so that no rank resumes from one
+    (mutant: the barrier dropped)."""
+    import argparse
+    import types
+    from core import claims
+    from core.context import Context
+    stems = ["activation_relu_s0", "activation_tanh_s0"]
+    for stem in stems:
+        (tmp_path / f"{stem}.resume.pt").write_bytes(b"old")
+    at_barrier = []
+    monkeypatch.setattr(claims.dist, "barrier", lambda: at_barrier.append(sorted(p.name for p in tmp_path.iterdir())))
+    args = argparse.Namespace(fresh=True, strategy="ddp")
+    ctx = Context("activation", args, {}, torch.device("cpu"), [], [], None, str(tmp_path), rank, 2)
+    claims.start_afresh(ctx, [types.SimpleNamespace(stem=stem) for stem in stems])
+    left = [] if rank == 0 else [f"{stem}.resume.pt" for stem in stems]  # only rank 0 removes them
+    assert at_barrier == [left]
