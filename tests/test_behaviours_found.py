@@ -206,13 +206,14 @@ def test_images_per_second_are_the_images_over_the_seconds_between_the_two_waits
     assert throughput.images_per_s(lambda steps: 50 * steps, 2, torch.device("cpu")) == 40.0
 
 
-def sweep_context(world: int, strategy: str = "spread", shard=None):
-    """A Context as a sweep of 2 settings builds it, for the stages that only describe it."""
+def sweep_context(world: int, strategy: str = "spread", shard=None, rank: int = 0, models_dir: str = "unused",
+                  fresh: bool = False):
+    """A Context as a sweep of 2 settings builds it, for the stages that take one."""
     import argparse
     from core.context import Context
-    args = argparse.Namespace(strategy=strategy, shard=shard, seeds=1, tune_lr=None, out="unused")
+    args = argparse.Namespace(strategy=strategy, shard=shard, seeds=1, tune_lr=None, out="unused", fresh=fresh)
     return Context("activation", args, {"image_size": 67, "epochs": 2, "precision": "fp32"}, torch.device("cpu"),
-                   ["relu", "tanh"], [], None, "unused", 0, world)
+                   ["relu", "tanh"], [], None, models_dir, rank, world)
 
 
 @pytest.mark.parametrize("world, strategy, shard, how", [
@@ -289,17 +290,14 @@ def test_under_ddp_no_rank_goes_on_before_fresh_removed_the_resume_files(tmp_pat
     """--fresh --strategy ddp: rank 0 removes the group's resume files, and every rank waits at a
     barrier that rank 0 reaches only once they are gone, so that no rank resumes from one
     (mutant: the barrier dropped)."""
-    import argparse
     import types
     from core import claims
-    from core.context import Context
     stems = ["activation_relu_s0", "activation_tanh_s0"]
     for stem in stems:
         (tmp_path / f"{stem}.resume.pt").write_bytes(b"old")
     at_barrier = []
     monkeypatch.setattr(claims.dist, "barrier", lambda: at_barrier.append(sorted(p.name for p in tmp_path.iterdir())))
-    args = argparse.Namespace(fresh=True, strategy="ddp")
-    ctx = Context("activation", args, {}, torch.device("cpu"), [], [], None, str(tmp_path), rank, 2)
+    ctx = sweep_context(2, "ddp", rank=rank, models_dir=str(tmp_path), fresh=True)
     claims.start_afresh(ctx, [types.SimpleNamespace(stem=stem) for stem in stems])
     left = [] if rank == 0 else [f"{stem}.resume.pt" for stem in stems]  # only rank 0 removes them
     assert at_barrier == [left]
